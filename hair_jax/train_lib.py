@@ -98,7 +98,7 @@ def create_mesh(model_axis_size=1, devices=None):
                      f'device count {len(devices)}.')
   shape = (len(devices) // model_axis_size, model_axis_size)
   return jax.make_mesh(shape, ('data', 'model'), devices=devices,
-                       axis_types=(jax.sharding.AxisType.Explicit,) * 2)
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
 def param_spec(shape, model_axis_size, min_size):
@@ -255,7 +255,7 @@ def make_train_step(graphdef, tx, schedule, ema_decay=0.0):
         'loss': loss,
         'psnr': jnp.mean(metrics_lib.psnr(restored, batch['clean'])),
         'lr': schedule(state.step),
-        'grad_norm': optax.global_norm(grads),
+        'grad_norm': optax.tree.norm(grads),
     }
     new_state = state.replace(step=state.step + 1, params=params,
                               opt_state=opt_state, ema=ema)
@@ -446,6 +446,49 @@ class Logger:
       self.writer.close()
 
 
+@dataclasses.dataclass
+class Setup:
+  """Everything derived from a config before the first step."""
+  mesh: jax.sharding.Mesh
+  model_config: Any
+  graphdef: nnx.GraphDef
+  schedule: optax.Schedule
+  train_step: Callable[..., Any]  # pure, not yet jitted
+  state: TrainState  # freshly initialised, on the mesh
+  shardings: Any  # TrainState of NamedSharding
+
+
+def setup(config, mesh=None):
+  """Builds mesh, model, optimizer and the initial sharded train state."""
+  tc = config.train
+  mesh = mesh or create_mesh(tc.get('model_axis_size', 1))
+  schedule = make_schedule(tc)
+  tx = make_optimizer(tc, schedule)
+  mcfg = model_config(config)
+  graphdef, init_fn = make_init_fn(mcfg, tx, tc.ema_decay > 0)
+  state, shardings = init_train_state(init_fn, mesh, tc.seed,
+                                      tc.get('shard_min_size', 2**18))
+  step = make_train_step(graphdef, tx, schedule, tc.ema_decay)
+  return Setup(mesh, mcfg, graphdef, schedule, step, state, shardings)
+
+
+def restore_train_state(config, workdir, *, mesh=None, step=None):
+  """(graphdef, TrainState) of a run's checkpoint, on `mesh` (default: all).
+
+  The mesh may differ from the one that wrote the checkpoint (e.g. 8
+  devices -> 1). Raises FileNotFoundError if there is no checkpoint.
+  """
+  run = setup(config, mesh)
+  mngr = checkpoint_manager(workdir, config.train)
+  try:
+    state = restore_checkpoint(mngr, run.shardings, run.state, step=step)
+  finally:
+    mngr.close()
+  if state is None:
+    raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints.')
+  return run.graphdef, state
+
+
 # ---------------------------------------------------------------------------
 # The loop.
 # ---------------------------------------------------------------------------
@@ -492,28 +535,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     FloatingPointError: on a non-finite loss; the bad state is not saved.
   """
   tc = config.train
-  mesh = create_mesh(tc.get('model_axis_size', 1))
+  run = setup(config)
+  mesh, state = run.mesh, run.state
   process_batch = check_batch_size(tc.global_batch_size, mesh)
   num_steps, _ = schedule_steps(tc)
-  schedule = make_schedule(tc)
-  tx = make_optimizer(tc, schedule)
-  use_ema = tc.ema_decay > 0
-  mcfg = model_config(config)
-  graphdef, init_fn = make_init_fn(mcfg, tx, use_ema)
-  min_size = tc.get('shard_min_size', 2**18)
-  state, shardings = init_train_state(init_fn, mesh, tc.seed, min_size)
   loader = (make_loader or default_loader)(config, tc.seed, process_batch)
   mngr = checkpoint_manager(workdir, tc)
-  restored = restore_checkpoint(mngr, shardings, state, loader)
+  restored = restore_checkpoint(mngr, run.shardings, state, loader)
   if restored is not None:
     state = restored
   start = int(jax.device_get(state.step))
   logging.info('Mesh %s; training steps %d -> %d.', dict(mesh.shape), start,
                num_steps)
 
-  step_fn = jit_train_step(make_train_step(graphdef, tx, schedule,
-                                           tc.ema_decay), shardings, mesh)
-  predict = make_predict(graphdef, mesh, min(4, tc.global_batch_size))
+  step_fn = jit_train_step(run.train_step, run.shardings, mesh)
+  predict = make_predict(run.graphdef, mesh, min(4, tc.global_batch_size))
   logger = Logger(workdir, config, start, num_steps)
   stop_at = num_steps
   if tc.get('max_steps_per_run', 0) > 0:
@@ -525,8 +561,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     logger.close_bar()
     if not finished or stop_at < num_steps:
       return state, []
-    rows = _final_evaluation(config, workdir, graphdef, state, use_ema, mcfg,
-                             test_sets, logger)
+    rows = _final_evaluation(config, workdir, run, state, test_sets, logger)
   finally:
     mngr.wait_until_finished()
     mngr.close()
@@ -562,11 +597,11 @@ def _loop(state, step_fn, predict, loader, mngr, logger, guard, mesh, tc,
   return state, True
 
 
-def _final_evaluation(config, workdir, graphdef, state, use_ema, mcfg,
-                      test_sets, logger):
+def _final_evaluation(config, workdir, run, state, test_sets, logger):
   """Evaluation table on the test sets, and the model export."""
-  model = host_model(graphdef, state, use_ema)
-  _export(model, mcfg, os.path.join(workdir, 'export'))
+  use_ema = state.ema is not None
+  model = host_model(run.graphdef, state, use_ema)
+  _export(model, run.model_config, os.path.join(workdir, 'export'))
   if test_sets is None:
     test_sets = default_test_sets(config)
   if not test_sets:
