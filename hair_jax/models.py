@@ -169,20 +169,33 @@ class ResHAIR(nnx.Module):
     return {name: getattr(self, name).selectors(giv) for name in HYPER_LEVELS}
 
   def __call__(self, x: jax.Array, giv: jax.Array | None = None) -> jax.Array:
+    return self.features(x, giv)["output"]
+
+  def features(self, x: jax.Array, giv: jax.Array | None = None) -> dict[str, jax.Array]:
+    """The forward pass, returning every level's output by name (NHWC).
+
+    Keys: encoder_level1-3, latent_input, giv, latent, decoder_level3-1,
+    refinement, output. Under `jax.jit` the unused ones cost nothing.
+    """
     _check_images(x)
-    (s1, s2, s3), x_lat = self.encoder(x)
+    f = {}
+    (f["encoder_level1"], f["encoder_level2"], f["encoder_level3"]), f["latent_input"] = self.encoder(x)
     if giv is None:
-      giv = self.dac(x_lat)
+      giv = self.dac(f["latent_input"])
     elif giv.shape != (x.shape[0], self.config.giv_dim):
       raise ValueError(f"giv has shape {giv.shape}, expected {(x.shape[0], self.config.giv_dim)}")
-    y = self.reduce_latent(self.latent(x_lat, giv))
-    y = self.reduce_chan_level3(jnp.concatenate([self.up4_3(y), s3], axis=-1))
-    y = self.decoder_level3(y, giv)
-    y = self.reduce_chan_level2(jnp.concatenate([self.up3_2(y), s2], axis=-1))
-    y = self.decoder_level2(y, giv)
-    y = jnp.concatenate([self.up2_1(y), s1], axis=-1)
-    y = self.refinement(self.decoder_level1(y, giv), giv)
-    return (self.output(y) + x).astype(x.dtype)
+    f["giv"] = giv
+    f["latent"] = y = self.latent(f["latent_input"], giv)
+    y = self.up4_3(self.reduce_latent(y))
+    y = self.reduce_chan_level3(jnp.concatenate([y, f["encoder_level3"]], axis=-1))
+    f["decoder_level3"] = y = self.decoder_level3(y, giv)
+    y = self.reduce_chan_level2(jnp.concatenate([self.up3_2(y), f["encoder_level2"]], axis=-1))
+    f["decoder_level2"] = y = self.decoder_level2(y, giv)
+    y = jnp.concatenate([self.up2_1(y), f["encoder_level1"]], axis=-1)
+    f["decoder_level1"] = y = self.decoder_level1(y, giv)
+    f["refinement"] = y = self.refinement(y, giv)
+    f["output"] = (self.output(y) + x).astype(x.dtype)
+    return f
 
 
 def _check_images(x) -> None:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import copyreg
 import os
 import pickle
-import struct
 import sys
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,176 +19,18 @@ import numpy as np
 import pytest
 
 from hair_jax.torch_pickle import CheckpointError, load_state_dict
+from torch_writer import (emit, Appends, Build, Ext, Global, Inst, NewObj, Raw, Reduce, SetItems, StackGlobal, dumps, f32, ordered_dict, tensor, write_torch_zip)
 
 DATA = Path(__file__).parent / "data"
 FIXTURE = DATA / "hair_dim16_ref.ckpt"
 FIXTURE_IO = DATA / "hair_dim16_io.npz"
 
 
-# --------------------------------------------------------------------------
-# A minimal pickle emitter (protocol 2 opcodes, plus BINBYTES/STACK_GLOBAL).
-# --------------------------------------------------------------------------
-
-
-@dataclass
-class Global:
-    module: str
-    name: str
-
-
-@dataclass
-class StackGlobal:  # protocol-4 form: module and name pushed as strings
-    module: str
-    name: str
-
-
-@dataclass
-class Inst:  # protocol-0 INST opcode: import module.name and call it
-    module: str
-    name: str
-    args: tuple
-
-
-@dataclass
-class Ext:  # EXT1 opcode: global looked up in copyreg's extension registry
-    code: int
-
-
-@dataclass
-class Reduce:
-    fn: Any
-    args: tuple
-
-
-@dataclass
-class NewObj:
-    cls: Any
-    args: tuple
-
-
-@dataclass
-class Build:
-    obj: Any
-    state: Any
-
-
-@dataclass
-class SetItems:  # SETITEMS on an arbitrary object
-    obj: Any
-    items: dict
-
-
-@dataclass
-class Appends:  # APPENDS on an arbitrary object
-    obj: Any
-    items: list
-
-
-@dataclass
-class PersId:
-    pid: tuple
-
-
-@dataclass
-class Raw:  # bytes of one pickled object, without PROTO/STOP
-    data: bytes
-
-
-def _emit(obj: Any) -> bytes:
-    if obj is None:
-        return b"N"
-    if obj is True:
-        return b"\x88"
-    if obj is False:
-        return b"\x89"
-    if isinstance(obj, int):
-        return b"J" + struct.pack("<i", obj)
-    if isinstance(obj, float):
-        return b"G" + struct.pack(">d", obj)
-    if isinstance(obj, str):
-        raw = obj.encode("utf-8")
-        return b"X" + struct.pack("<I", len(raw)) + raw
-    if isinstance(obj, bytes):
-        return b"B" + struct.pack("<I", len(obj)) + obj
-    if isinstance(obj, tuple):
-        return b"(" + b"".join(_emit(x) for x in obj) + b"t"
-    if isinstance(obj, list):
-        return b"](" + b"".join(_emit(x) for x in obj) + b"e"
-    if isinstance(obj, dict):
-        return b"}(" + b"".join(_emit(k) + _emit(v) for k, v in obj.items()) + b"u"
-    if isinstance(obj, Global):
-        return f"c{obj.module}\n{obj.name}\n".encode()
-    if isinstance(obj, StackGlobal):
-        return _emit(obj.module) + _emit(obj.name) + b"\x93"
-    if isinstance(obj, Inst):
-        return b"(" + b"".join(_emit(x) for x in obj.args) + f"i{obj.module}\n{obj.name}\n".encode()
-    if isinstance(obj, Ext):
-        return b"\x82" + bytes([obj.code])
-    if isinstance(obj, Reduce):
-        return _emit(obj.fn) + _emit(obj.args) + b"R"
-    if isinstance(obj, NewObj):
-        return _emit(obj.cls) + _emit(obj.args) + b"\x81"
-    if isinstance(obj, Build):
-        return _emit(obj.obj) + _emit(obj.state) + b"b"
-    if isinstance(obj, SetItems):
-        return _emit(obj.obj) + b"(" + b"".join(_emit(k) + _emit(v) for k, v in obj.items.items()) + b"u"
-    if isinstance(obj, Appends):
-        return _emit(obj.obj) + b"(" + b"".join(_emit(x) for x in obj.items) + b"e"
-    if isinstance(obj, PersId):
-        return _emit(obj.pid) + b"Q"
-    if isinstance(obj, Raw):
-        return obj.data
-    raise TypeError(type(obj))
-
-
-def dumps(obj: Any) -> bytes:
-    return b"\x80\x03" + _emit(obj) + b"."
-
-
-def ordered_dict(items: dict | None = None) -> Any:
-    od = Reduce(Global("collections", "OrderedDict"), ())
-    return SetItems(od, items) if items else od
-
-
-def tensor(key: str, size: tuple, stride: tuple | None = None, offset: int = 0,
-           numel: int | None = None, storage: str = "FloatStorage") -> Reduce:
-    """A tensor as torch pickles it: _rebuild_tensor_v2 over a storage id."""
-    if stride is None:  # C-contiguous
-        stride, acc = [], 1
-        for n in reversed(size):
-            stride.insert(0, acc)
-            acc *= n
-        stride = tuple(stride)
-    if numel is None:
-        numel = offset + int(np.prod(size))
-    pid = PersId(("storage", Global("torch", storage), key, "cpu", numel))
-    return Reduce(Global("torch._utils", "_rebuild_tensor_v2"),
-                  (pid, offset, tuple(size), tuple(stride), False, ordered_dict()))
-
-
-def _write_torch_zip(path: Path, data_pkl: bytes | None, storages: dict[str, bytes],
-                     archive: str = "archive", byteorder: str | None = "little") -> Path:
-    """Writes torch.save's zip layout (stored, uncompressed, like torch)."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        if data_pkl is not None:
-            zf.writestr(f"{archive}/data.pkl", data_pkl)
-        if byteorder is not None:
-            zf.writestr(f"{archive}/byteorder", byteorder)
-        for key, raw in storages.items():
-            zf.writestr(f"{archive}/data/{key}", raw)
-        zf.writestr(f"{archive}/version", "3\n")
-    return path
-
-
-def _f32(values) -> bytes:
-    return np.asarray(values, dtype="<f4").tobytes()
-
-
 # Storages shared by the synthetic checkpoints.
 S_W = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
 S_T = np.arange(6, dtype=np.float32) * 0.5          # viewed transposed
 S_O = np.arange(10, dtype=np.float32) - 3.0          # viewed with an offset
-STORAGES = {"0": _f32(S_W), "1": _f32(S_T), "2": _f32(S_O),
+STORAGES = {"0": f32(S_W), "1": f32(S_T), "2": f32(S_O),
             "3": np.array([7], "<i8").tobytes()}
 
 
@@ -275,8 +115,8 @@ def test_fixture_values_match_raw_storage_and_reread(fixture_sd):
 
 
 def test_bare_and_module_prefixed_state_dicts_load_identically(tmp_path):
-    bare = _write_torch_zip(tmp_path / "bare.pt", dumps(ordered_dict(_sample_tensors())), STORAGES)
-    dp = _write_torch_zip(tmp_path / "dp.pt", dumps(ordered_dict(_sample_tensors("module."))),
+    bare = write_torch_zip(tmp_path / "bare.pt", dumps(ordered_dict(_sample_tensors())), STORAGES)
+    dp = write_torch_zip(tmp_path / "dp.pt", dumps(ordered_dict(_sample_tensors("module."))),
                           STORAGES, archive="dp")
     sd_bare, sd_dp = load_state_dict(bare), load_state_dict(dp)
     _assert_expected(sd_bare)
@@ -286,12 +126,12 @@ def test_bare_and_module_prefixed_state_dicts_load_identically(tmp_path):
 
 def test_lightning_net_prefix_and_plain_dict_load(tmp_path):
     ckpt = {"epoch": 3, "state_dict": _sample_tensors("net.")}
-    _assert_expected(load_state_dict(_write_torch_zip(tmp_path / "l.ckpt", dumps(ckpt), STORAGES)))
+    _assert_expected(load_state_dict(write_torch_zip(tmp_path / "l.ckpt", dumps(ckpt), STORAGES)))
 
 
 def test_prefix_kept_unless_every_key_has_it(tmp_path):
     sd = {"net.a": tensor("0", (24,)), "b": tensor("1", (6,))}
-    out = load_state_dict(_write_torch_zip(tmp_path / "m.pt", dumps(sd), STORAGES))
+    out = load_state_dict(write_torch_zip(tmp_path / "m.pt", dumps(sd), STORAGES))
     assert set(out) == {"net.a", "b"}
 
 
@@ -316,7 +156,7 @@ def test_other_dtypes_and_big_endian(tmp_path):
                         (Global("torch._utils", "_rebuild_tensor_v2"),
                          Global("torch.nn.parameter", "Parameter"),
                          tensor("d", (4,), storage="DoubleStorage").args, {}))}
-    out = load_state_dict(_write_torch_zip(tmp_path / "dt.pt", dumps(sd), storages))
+    out = load_state_dict(write_torch_zip(tmp_path / "dt.pt", dumps(sd), storages))
     for k in ("h", "d", "p", "sub"):
         assert out[k].dtype == np.float32
         np.testing.assert_array_equal(out[k], values)
@@ -329,7 +169,7 @@ def test_other_dtypes_and_big_endian(tmp_path):
     big = {"h": values.astype(">f2").tobytes(), "bf": bf16.astype(">u2").tobytes(),
            "d": values.astype(">f8").tobytes(), "i": np.array([1, -2], ">i4").tobytes(),
            "b": storages["b"]}
-    out_big = load_state_dict(_write_torch_zip(tmp_path / "be.pt", dumps(sd), big, byteorder="big"))
+    out_big = load_state_dict(write_torch_zip(tmp_path / "be.pt", dumps(sd), big, byteorder="big"))
     for k in out:
         assert out_big[k].dtype == out[k].dtype and out_big[k].dtype.isnative, k
         np.testing.assert_array_equal(out_big[k], out[k], err_msg=k)
@@ -362,7 +202,7 @@ def _load_outcome(path: Path) -> dict | None:
 def _check_payload(tmp_path: Path, payload: Any, marker: Path) -> None:
     """The payload, next to genuine tensors and in place of one, does nothing."""
     good = ordered_dict(_sample_tensors())
-    beside = _write_torch_zip(tmp_path / "beside.ckpt",
+    beside = write_torch_zip(tmp_path / "beside.ckpt",
                               dumps({"state_dict": good, "callbacks": payload}), STORAGES)
     out = _load_outcome(beside)
     assert not marker.exists()
@@ -371,7 +211,7 @@ def _check_payload(tmp_path: Path, payload: Any, marker: Path) -> None:
 
     inside = dict(_sample_tensors())
     inside["evil"] = payload
-    inside_path = _write_torch_zip(tmp_path / "inside.ckpt", dumps(inside), STORAGES)
+    inside_path = write_torch_zip(tmp_path / "inside.ckpt", dumps(inside), STORAGES)
     with pytest.raises(CheckpointError, match="evil"):
         load_state_dict(inside_path)
     assert not marker.exists()
@@ -458,8 +298,8 @@ def test_loader_objects_cannot_be_mutated_by_build(tmp_path):
     sd = dict(_sample_tensors())
     sd["x"] = Build(Global("torch._utils", "_rebuild_tensor_v2"), {"__defaults__": (1,)})
     with pytest.raises(CheckpointError, match="x.pt"):
-        load_state_dict(_write_torch_zip(tmp_path / "x.pt", dumps(sd), STORAGES))
-    good = _write_torch_zip(tmp_path / "good.pt", dumps(_sample_tensors()), STORAGES)
+        load_state_dict(write_torch_zip(tmp_path / "x.pt", dumps(sd), STORAGES))
+    good = write_torch_zip(tmp_path / "good.pt", dumps(_sample_tensors()), STORAGES)
     _assert_expected(load_state_dict(good))
 
 
@@ -501,7 +341,7 @@ def test_lightning_checkpoint_with_foreign_objects(tmp_path):
         "np_array": np_array,
         "device": Reduce(Global("torch", "device"), ("cuda", 0)),
     }
-    path = _write_torch_zip(tmp_path / "lightning.ckpt", dumps(ckpt), STORAGES)
+    path = write_torch_zip(tmp_path / "lightning.ckpt", dumps(ckpt), STORAGES)
     _assert_expected(load_state_dict(path))
     assert "lightning" not in sys.modules
 
@@ -535,31 +375,31 @@ def _truncated(tmp_path):
 
 
 def _no_data_pkl(tmp_path):
-    return _write_torch_zip(tmp_path / "nopkl.ckpt", None, STORAGES)
+    return write_torch_zip(tmp_path / "nopkl.ckpt", None, STORAGES)
 
 
 def _missing_storage(tmp_path):
     storages = {k: v for k, v in STORAGES.items() if k != "2"}
-    return _write_torch_zip(tmp_path / "nostorage.ckpt", dumps(_sample_tensors()), storages)
+    return write_torch_zip(tmp_path / "nostorage.ckpt", dumps(_sample_tensors()), storages)
 
 
 def _storage_too_small(tmp_path):
     sd = {"w": tensor("2", (4, 4), numel=10)}  # needs 16 elements, has 10
-    return _write_torch_zip(tmp_path / "small.ckpt", dumps(sd), STORAGES)
+    return write_torch_zip(tmp_path / "small.ckpt", dumps(sd), STORAGES)
 
 
 def _stride_out_of_bounds(tmp_path):
     sd = {"w": tensor("2", (3, 3), stride=(4, 1), numel=10)}  # last index 10
-    return _write_torch_zip(tmp_path / "stride.ckpt", dumps(sd), STORAGES)
+    return write_torch_zip(tmp_path / "stride.ckpt", dumps(sd), STORAGES)
 
 
 def _short_storage_record(tmp_path):
     storages = dict(STORAGES, **{"2": STORAGES["2"][:20]})  # 5 of 10 floats
-    return _write_torch_zip(tmp_path / "short.ckpt", dumps(_sample_tensors()), storages)
+    return write_torch_zip(tmp_path / "short.ckpt", dumps(_sample_tensors()), storages)
 
 
 def _crc_error(tmp_path):
-    p = _write_torch_zip(tmp_path / "crc.ckpt", dumps(_sample_tensors()), STORAGES)
+    p = write_torch_zip(tmp_path / "crc.ckpt", dumps(_sample_tensors()), STORAGES)
     raw = bytearray(p.read_bytes())
     i = raw.index(STORAGES["0"])  # stored uncompressed, so findable
     raw[i + 5] ^= 0xFF
@@ -568,26 +408,26 @@ def _crc_error(tmp_path):
 
 
 def _list_of_ints(tmp_path):
-    return _write_torch_zip(tmp_path / "list.ckpt", pickle.dumps([1, 2, 3], protocol=2), {})
+    return write_torch_zip(tmp_path / "list.ckpt", pickle.dumps([1, 2, 3], protocol=2), {})
 
 
 def _dict_without_tensors(tmp_path):
-    return _write_torch_zip(tmp_path / "epoch.ckpt", dumps({"epoch": 3}), {})
+    return write_torch_zip(tmp_path / "epoch.ckpt", dumps({"epoch": 3}), {})
 
 
 def _bad_protocol(tmp_path):
-    return _write_torch_zip(tmp_path / "proto.ckpt", b"\x80\x09" + _emit({}) + b".", {})
+    return write_torch_zip(tmp_path / "proto.ckpt", b"\x80\x09" + emit({}) + b".", {})
 
 
 def _cut_pickle(tmp_path):
     data = dumps(_sample_tensors())
-    return _write_torch_zip(tmp_path / "cutpkl.ckpt", data[: len(data) // 2], STORAGES)
+    return write_torch_zip(tmp_path / "cutpkl.ckpt", data[: len(data) // 2], STORAGES)
 
 
 def _non_tensor_entry(tmp_path):
     sd = dict(_sample_tensors())
     sd["hparams\nsecond line"] = NewObj(Global("argparse", "Namespace"), ())
-    return _write_torch_zip(tmp_path / "hp.ckpt", dumps(sd), STORAGES)
+    return write_torch_zip(tmp_path / "hp.ckpt", dumps(sd), STORAGES)
 
 
 def _malformed_tensor() -> Reduce:
@@ -596,12 +436,12 @@ def _malformed_tensor() -> Reduce:
 
 
 def _malformed_view(tmp_path):
-    return _write_torch_zip(tmp_path / "view.ckpt", dumps({"w.x": _malformed_tensor()}), STORAGES)
+    return write_torch_zip(tmp_path / "view.ckpt", dumps({"w.x": _malformed_tensor()}), STORAGES)
 
 
 def _unsupported_storage(tmp_path):
     sd = {"w": tensor("0", (2,), storage="ComplexFloatStorage")}
-    return _write_torch_zip(tmp_path / "complex.ckpt", dumps(sd), STORAGES)
+    return write_torch_zip(tmp_path / "complex.ckpt", dumps(sd), STORAGES)
 
 
 def _directory(tmp_path):
