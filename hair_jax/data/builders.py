@@ -175,12 +175,13 @@ def build(name: str, examples: Mapping[str, Sequence[Example]], data_dir: str) -
     """
     data_dir = os.path.expanduser(data_dir)
     final = dataset_dir(data_dir, name)
-    os.makedirs(os.path.dirname(final), exist_ok=True)
+    os.makedirs(data_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{BUILDERS[name].name}-", dir=data_dir)
     try:
         builder = BUILDERS[name](examples=examples, data_dir=tmp)
         builder.download_and_prepare()
         built = os.path.join(tmp, BUILDERS[name].name, VERSION)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
         if os.path.exists(final):
             old = os.path.join(tmp, "old")
             os.replace(final, old)
