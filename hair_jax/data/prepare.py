@@ -19,7 +19,7 @@ import sys
 
 import tqdm
 
-from hair_jax.data import builders, synthetic
+from hair_jax.data import builders
 from hair_jax.data.config import default_data_dir
 from hair_jax.data.layout import (DATASETS, DataError, default_folders, present_splits,
                                   resolve_folders, split_examples)
@@ -106,6 +106,7 @@ def main(argv=None) -> int:
             builders.build(name, splits, args.data_dir)
             built.append(name)
         if args.tasks and "synthetic" in args.tasks:
+            from hair_jax.data import synthetic  # Imports scikit-image: only if asked.
             synthetic.build(args.data_dir)
             built += ["synthetic_clean", "synthetic"]
     except DataError as e:
