@@ -7,6 +7,7 @@ import pytest
 
 import data_helpers
 from hair_jax.data import builders, prepare
+from hair_jax.data.layout import Example
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,6 @@ def test_rebuilding_replaces_the_dataset(built, tmp_path):
     example = data_helpers.image(40, 40, 5)
     path = str(tmp_path / "a.png")
     data_helpers.save(path, example)
-    from hair_jax.data.layout import Example
     out = str(tmp_path / "tfds")
     builders.build("bsd68", {"test": [Example("a", path)] * 2}, out)
     builders.build("bsd68", {"test": [Example("a", path)]}, out)

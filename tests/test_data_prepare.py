@@ -121,18 +121,26 @@ def test_folder_override(layout, tmp_path, capsys):
     assert code == 2 and errors[0].startswith("error: unknown folder key 'nope'")
 
 
-def test_command_line_prints_a_table_and_exit_codes(layout):
+def test_success_prints_a_table_of_examples(layout, capsys):
     train, test, data_dir = layout
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    cmd = [sys.executable, "-m", "hair_jax.data.prepare", "--train-root", train,
-           "--test-root", test, "--data-dir", data_dir, "--tasks", "derain", "lowlight"]
-    ok = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    assert ok.returncode == 0, ok.stderr
-    table = ok.stdout.strip().splitlines()[-5:]
+    code, errors, out = _run(capsys, train, test, data_dir, "--tasks", "derain", "lowlight")
+    assert code == 0 and errors == []
+    table = out.strip().splitlines()[-5:]
     assert [l.split() for l in table] == [
         ["dataset", "split", "examples"], ["hair_rain100l", "train", "2"],
         ["hair_rain100l", "test", "2"], ["hair_lol", "train", "1"], ["hair_lol", "test", "1"]]
+
+
+def test_command_line_exit_code(layout):
+    train, test, data_dir = layout
     os.remove(os.path.join(test, "lowlight/LOL/target/1.png"))
-    bad = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    bad = subprocess.run(
+        [sys.executable, "-m", "hair_jax.data.prepare", "--train-root", train,
+         "--test-root", test, "--data-dir", data_dir, "--tasks", "lowlight"],
+        capture_output=True, text=True, env=env)
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines()[-1].startswith("error: empty folder")
+    target = os.path.join(test, "lowlight/LOL/target")
+    assert bad.stderr.strip().splitlines() == [
+        f"error: empty folder {target}: no .png/.jpg/.jpeg/.bmp/.tif/.tiff images"]
+    assert not os.path.exists(data_dir)
