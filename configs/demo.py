@@ -16,10 +16,14 @@ def get_config():
   config = common.get_base_config()
   config.name = 'demo'
   config.model.variant = 'tiny'  # Res-HAIR, dim 16, blocks [1,2,2,1]
+  # The tiny variant's own values, listed so the command line can change them.
+  config.model.overrides.dim = 16
+  config.model.overrides.num_blocks = (1, 2, 2, 1)
+  config.model.overrides.num_refinement_blocks = 1
   config.data.name = 'synthetic'
   t = config.train
   t.global_batch_size = 8
-  t.patch_size = 32
+  t.patch_size = 16
   t.num_steps = 600
   t.warmup_steps = 30
   t.learning_rate = 1e-3  # a short run needs a larger step than 2e-4

@@ -20,7 +20,7 @@ def get_config():
   config = common.get_base_config()
   config.name = 'res_hair_3d'
   config.model.variant = 'res_hair'
-  config.data.name = 'three_degradations'
+  config.data.name = 'all_in_one_3d'
   t = config.train
   t.global_batch_size = 32
   t.patch_size = 128

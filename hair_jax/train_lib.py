@@ -23,6 +23,7 @@ Design (big_vision / flax-examples style):
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -157,11 +158,10 @@ def make_global_batch(local_batch, sharding, global_batch_size):
 # ---------------------------------------------------------------------------
 def model_config(config):
   """The `models.ModelConfig` named by config.model (variant + overrides)."""
-  base = models.VARIANTS[config.model.variant]
   overrides = dict(config.model.get('overrides', {}))
   overrides = {k: tuple(v) if isinstance(v, list) else v
                for k, v in overrides.items()}
-  return dataclasses.replace(base, **overrides)
+  return models.get_config(config.model.variant, **overrides)
 
 
 def schedule_steps(train_cfg):
@@ -220,13 +220,23 @@ def make_init_fn(model_cfg, tx, use_ema):
   return graphdef, init_fn
 
 
-def init_train_state(init_fn, mesh, seed, min_size):
+_INIT_COMPILER_OPTIONS = {'cpu': {'xla_backend_optimization_level': 0}}
+
+
+def abstract_train_state(init_fn, mesh, min_size):
+  """(abstract TrainState, its shardings) via jax.eval_shape: no compute."""
+  abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
+  return abstract, state_shardings(abstract, mesh, min_size)
+
+
+def init_train_state(init_fn, shardings, seed):
   """Initialises the state directly onto the mesh (no host copy)."""
   rng = jax.random.PRNGKey(seed)
-  abstract = jax.eval_shape(init_fn, rng)
-  shardings = state_shardings(abstract, mesh, min_size)
-  state = jax.jit(init_fn, out_shardings=shardings)(rng)
-  return state, shardings
+  # The init runs once but holds one RNG call per parameter, which XLA:CPU
+  # is slow to optimise (~0.3 s each); unoptimised code halves the compile.
+  init = jax.jit(init_fn, out_shardings=shardings).lower(rng).compile(
+      compiler_options=_INIT_COMPILER_OPTIONS.get(jax.default_backend(), {}))
+  return init(rng)
 
 
 # ---------------------------------------------------------------------------
@@ -454,22 +464,29 @@ class Setup:
   graphdef: nnx.GraphDef
   schedule: optax.Schedule
   train_step: Callable[..., Any]  # pure, not yet jitted
-  state: TrainState  # freshly initialised, on the mesh
+  abstract_state: TrainState  # of jax.ShapeDtypeStruct
   shardings: Any  # TrainState of NamedSharding
+  init_fn: Callable[..., TrainState]
+  seed: int
+
+  def initialize(self):
+    """A freshly initialised TrainState, created on the mesh."""
+    return init_train_state(self.init_fn, self.shardings, self.seed)
 
 
 def setup(config, mesh=None):
-  """Builds mesh, model, optimizer and the initial sharded train state."""
+  """Builds mesh, model and optimizer; the state stays abstract."""
   tc = config.train
   mesh = mesh or create_mesh(tc.get('model_axis_size', 1))
   schedule = make_schedule(tc)
   tx = make_optimizer(tc, schedule)
   mcfg = model_config(config)
   graphdef, init_fn = make_init_fn(mcfg, tx, tc.ema_decay > 0)
-  state, shardings = init_train_state(init_fn, mesh, tc.seed,
-                                      tc.get('shard_min_size', 2**18))
+  abstract, shardings = abstract_train_state(
+      init_fn, mesh, tc.get('shard_min_size', 2**18))
   step = make_train_step(graphdef, tx, schedule, tc.ema_decay)
-  return Setup(mesh, mcfg, graphdef, schedule, step, state, shardings)
+  return Setup(mesh, mcfg, graphdef, schedule, step, abstract, shardings,
+               init_fn, tc.seed)
 
 
 def restore_train_state(config, workdir, *, mesh=None, step=None):
@@ -481,7 +498,8 @@ def restore_train_state(config, workdir, *, mesh=None, step=None):
   run = setup(config, mesh)
   mngr = checkpoint_manager(workdir, config.train)
   try:
-    state = restore_checkpoint(mngr, run.shardings, run.state, step=step)
+    state = restore_checkpoint(mngr, run.shardings, run.abstract_state,
+                               step=step)
   finally:
     mngr.close()
   if state is None:
@@ -536,14 +554,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   tc = config.train
   run = setup(config)
-  mesh, state = run.mesh, run.state
+  mesh = run.mesh
   process_batch = check_batch_size(tc.global_batch_size, mesh)
   num_steps, _ = schedule_steps(tc)
   loader = (make_loader or default_loader)(config, tc.seed, process_batch)
+  _check_epoch_size(tc, loader)
   mngr = checkpoint_manager(workdir, tc)
-  restored = restore_checkpoint(mngr, run.shardings, state, loader)
-  if restored is not None:
-    state = restored
+  state = restore_checkpoint(mngr, run.shardings, run.abstract_state, loader)
+  if state is None:
+    state = run.initialize()
   start = int(jax.device_get(state.step))
   logging.info('Mesh %s; training steps %d -> %d.', dict(mesh.shape), start,
                num_steps)
@@ -567,6 +586,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     mngr.close()
     logger.close()
   return state, rows
+
+
+def _check_epoch_size(tc, loader):
+  """Warns when a config's steps_per_epoch disagrees with the loader's."""
+  examples = getattr(loader, 'examples_per_epoch', None)
+  if examples is None or 'steps_per_epoch' not in tc:
+    return
+  actual = examples // tc.global_batch_size
+  if actual != tc.steps_per_epoch:
+    logging.warning('config.train.steps_per_epoch=%d but one epoch of the '
+                    'data is %d examples = %d steps; the schedule follows the '
+                    'config.', tc.steps_per_epoch, examples, actual)
 
 
 def _loop(state, step_fn, predict, loader, mngr, logger, guard, mesh, tc,
@@ -601,7 +632,7 @@ def _final_evaluation(config, workdir, run, state, test_sets, logger):
   """Evaluation table on the test sets, and the model export."""
   use_ema = state.ema is not None
   model = host_model(run.graphdef, state, use_ema)
-  _export(model, run.model_config, os.path.join(workdir, 'export'))
+  _export(model, os.path.join(workdir, 'export'))
   if test_sets is None:
     test_sets = default_test_sets(config)
   if not test_sets:
@@ -619,11 +650,17 @@ def _final_evaluation(config, workdir, run, state, test_sets, logger):
   return rows
 
 
-def _export(model, mcfg, directory):
-  """Saves the final model with hair_jax.checkpoint.save_model, if present."""
-  try:
-    from hair_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    logging.info('hair_jax.checkpoint not available: no export.')
+def _export(model, directory):
+  """Saves the final model with `checkpoint.save_model` (replacing old ones).
+
+  Single-process runs only: `save_model` is not written for several
+  processes; there, export from a checkpoint with `restore_train_state`.
+  """
+  if jax.process_count() > 1:
+    logging.info('Several processes: no export (use restore_train_state).')
     return
-  checkpoint.save_model(model, mcfg, directory)
+  from hair_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  if os.path.isdir(directory):  # from an earlier, shorter run of this workdir
+    shutil.rmtree(directory)
+  checkpoint.save_model(model, directory)
+  logging.info('Exported the final model to %s.', directory)

@@ -11,6 +11,8 @@ import sys
 
 import numpy as np
 
+from tests import train_helpers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER = os.path.join(ROOT, 'tests', 'train_helpers.py')
 
@@ -22,13 +24,14 @@ def _free_port():
 
 
 def test_two_processes_train_to_identical_parameters(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT,
+             **train_helpers.cache_env())
   env.pop('XLA_FLAGS', None)
   address = f'127.0.0.1:{_free_port()}'
   procs = [
       subprocess.Popen(
           [sys.executable, HELPER, '--devices', '2', 'train', str(tmp_path),
-           '--num_steps', '3', '--num_processes', '2', '--process_id',
+           '--num_processes', '2', '--process_id',
            str(i), '--coordinator', address],
           env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
           text=True) for i in range(2)]
@@ -45,5 +48,5 @@ def test_two_processes_train_to_identical_parameters(tmp_path):
   assert p0.keys() and set(p0.keys()) == set(p1.keys())
   for k in p0:
     assert np.array_equal(p0[k], p1[k]), k
-  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2', '3']
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2', '4']
   assert len(os.listdir(tmp_path / 'tb')) == 1  # process 0 only

@@ -3,7 +3,7 @@
 As a script it runs one job in a fresh interpreter, so the device count can
 be forced before jax is imported:
   python tests/train_helpers.py --devices 8 onestep OUT.npz
-  python tests/train_helpers.py --devices 8 train WORKDIR --num_steps 2
+  python tests/train_helpers.py --devices 8 train WORKDIR
   python tests/train_helpers.py --devices 2 train WORKDIR --num_processes 2 \
       --process_id 0 --coordinator 127.0.0.1:PORT
   python tests/train_helpers.py --devices 8 restore WORKDIR OUT.npz
@@ -11,13 +11,26 @@ be forced before jax is imported:
 import argparse
 import os
 import sys
+import tempfile
+import time
 
 import numpy as np
 
-# A Res-HAIR as small as the model allows: compile time dominates the tests.
-TEST_MODEL_OVERRIDES = {}
+# Compiling dominates these tests (XLA:CPU needs minutes for the tiny
+# Res-HAIR's train step on this 2-core machine), so the loop tests train
+# the smallest Restormer baseline; the train.py test runs Res-HAIR itself.
+TEST_MODEL = ('restormer', {'dim': 8, 'num_blocks': (1, 1, 1, 1),
+                            'num_refinement_blocks': 1})
 PATCH = 16
 BATCH = 8
+NUM_STEPS = 4  # the schedule is compiled into the step: keep one value
+CACHE_DIR = os.path.join(tempfile.gettempdir(), 'hair_jax_test_xla_cache')
+
+
+def cache_env():
+  """Environment for the persistent XLA cache shared by all test processes."""
+  return {'JAX_COMPILATION_CACHE_DIR': CACHE_DIR,
+          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '1'}
 
 
 class FakeLoader:
@@ -27,9 +40,11 @@ class FakeLoader:
   is the whole iterator state.
   """
 
-  def __init__(self, batch, patch, seed, process_index=0, nan_at=None):
+  def __init__(self, batch, patch, seed, process_index=0, nan_at=None,
+               slow_from=None, slow_seconds=0.0):
     self.batch, self.patch, self.seed = batch, patch, seed
     self.process_index, self.index, self.nan_at = process_index, 0, nan_at
+    self.slow_from, self.slow_seconds = slow_from, slow_seconds
 
   def __iter__(self):
     return self
@@ -37,6 +52,8 @@ class FakeLoader:
   def __next__(self):
     rng = np.random.default_rng((self.seed, self.process_index, self.index))
     self.index += 1
+    if self.slow_from is not None and self.index >= self.slow_from:
+      time.sleep(self.slow_seconds)  # leaves time to send a signal
     clean = rng.uniform(0, 1, (self.batch, self.patch, self.patch, 3))
     noisy = clean + 0.1 * rng.normal(size=clean.shape)
     if self.nan_at is not None and self.index >= self.nan_at:
@@ -52,11 +69,12 @@ class FakeLoader:
     self.index = state['index']
 
 
-def fake_loader_factory(nan_at=None):
+def fake_loader_factory(**kwargs):
+  """A `make_loader` for train_and_evaluate; kwargs go to FakeLoader."""
   def make(config, seed, process_batch_size):
     import jax  # pylint: disable=g-import-not-at-top
     return FakeLoader(process_batch_size, config.train.patch_size, seed,
-                      jax.process_index(), nan_at)
+                      jax.process_index(), **kwargs)
   return make
 
 
@@ -64,11 +82,13 @@ def tiny_config(**train):
   """configs/demo.py shrunk for tests; `train` overrides config.train."""
   from configs import demo  # pylint: disable=g-import-not-at-top
   config = demo.get_config()
-  config.model.overrides.update(TEST_MODEL_OVERRIDES)
+  config.model.variant = TEST_MODEL[0]
+  config.model.overrides = TEST_MODEL[1]
   t = config.train
   t.global_batch_size, t.patch_size = BATCH, PATCH
-  t.num_steps, t.warmup_steps, t.learning_rate = 4, 1, 1e-3
-  t.log_every, t.image_every, t.checkpoint_every = 1, 2, 2
+  t.num_steps, t.warmup_steps, t.learning_rate = NUM_STEPS, 1, 1e-3
+  t.log_every, t.image_every, t.checkpoint_every = 1, 0, 2
+  t.ema_decay, t.grad_clip_norm = 0.9, 1.0  # exercise both paths
   t.update(train)
   return config
 
@@ -85,19 +105,20 @@ def params_dict(state):
 
 
 def _onestep(args):
-  """One train step of the same state and batch on 8 devices and on 1."""
+  """Two train steps (lr 0, then 1e-3) of the same data on 8 devices and 1."""
   import jax  # pylint: disable=g-import-not-at-top
   from hair_jax import train_lib  # pylint: disable=g-import-not-at-top
-  config = tiny_config(warmup_steps=0)
+  config = tiny_config()
   out = {}
   for n in (jax.device_count(), 1):
     mesh = train_lib.create_mesh(devices=jax.devices()[:n])
     run = train_lib.setup(config, mesh)
     step = train_lib.jit_train_step(run.train_step, run.shardings, mesh)
-    local = next(FakeLoader(BATCH, PATCH, seed=0))
-    batch = train_lib.make_global_batch(local, train_lib.batch_sharding(mesh),
-                                        BATCH)
-    state, metrics = step(run.state, batch)
+    loader, state = FakeLoader(BATCH, PATCH, seed=0), run.initialize()
+    for _ in range(2):
+      batch = train_lib.make_global_batch(
+          next(loader), train_lib.batch_sharding(mesh), BATCH)
+      state, metrics = step(state, batch)
     for k, v in params_dict(state).items():
       out[f'{n}/{k}'] = v
     out[f'{n}/loss'] = np.asarray(metrics['loss'])
@@ -110,10 +131,11 @@ def _train(args):
   if args.num_processes > 1:
     train_lib.maybe_initialize_distributed(args.coordinator,
                                            args.num_processes, args.process_id)
-  config = tiny_config(num_steps=args.num_steps,
-                       checkpoint_every=args.checkpoint_every)
-  state, _ = train_lib.train_and_evaluate(
-      config, args.workdir, make_loader=fake_loader_factory(), test_sets={})
+  config = tiny_config(checkpoint_every=args.checkpoint_every)
+  loader = fake_loader_factory(slow_from=args.slow_from,
+                               slow_seconds=args.slow_seconds)
+  state, _ = train_lib.train_and_evaluate(config, args.workdir,
+                                          make_loader=loader, test_sets={})
   params = params_dict(state)
   np.savez(os.path.join(args.workdir, f'params_{jax.process_index()}.npz'),
            **params)
@@ -135,7 +157,8 @@ def main():
   p.add_argument('out')
   p = sub.add_parser('train')
   p.add_argument('workdir')
-  p.add_argument('--num_steps', type=int, default=4)
+  p.add_argument('--slow_from', type=int, default=None)
+  p.add_argument('--slow_seconds', type=float, default=0.0)
   p.add_argument('--checkpoint_every', type=int, default=2)
   p.add_argument('--num_processes', type=int, default=1)
   p.add_argument('--process_id', type=int, default=0)
