@@ -63,8 +63,13 @@ class TrainState:
 # ---------------------------------------------------------------------------
 # Multi-host set-up, mesh and shardings.
 # ---------------------------------------------------------------------------
-_CLUSTER_ENV = ('JAX_COORDINATOR_ADDRESS', 'SLURM_STEP_NUM_TASKS',
-                'OMPI_COMM_WORLD_SIZE')
+def launched_as_cluster(environ=os.environ):
+  """True when cluster variables say this is one of several processes."""
+  if 'JAX_COORDINATOR_ADDRESS' in environ:
+    return True
+  sizes = (environ.get(k, '1') for k in ('SLURM_STEP_NUM_TASKS',
+                                         'OMPI_COMM_WORLD_SIZE'))
+  return any(int(n) > 1 for n in sizes)
 
 
 def maybe_initialize_distributed(coordinator_address=None, num_processes=None,
@@ -79,9 +84,7 @@ def maybe_initialize_distributed(coordinator_address=None, num_processes=None,
     True if `jax.distributed.initialize` was called.
   """
   explicit = coordinator_address is not None or (num_processes or 1) > 1
-  in_cluster = any(int(os.environ.get(k, '1') if k != _CLUSTER_ENV[0] else 2)
-                   > 1 for k in _CLUSTER_ENV if k in os.environ)
-  if not (explicit or in_cluster or force):
+  if not (explicit or force or launched_as_cluster()):
     return False
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes,

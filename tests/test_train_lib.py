@@ -84,6 +84,15 @@ def test_batch_size_must_divide_devices():
     train_lib.check_batch_size(12, mesh8)
 
 
+def test_cluster_detection():
+  assert not train_lib.launched_as_cluster({})
+  assert not train_lib.launched_as_cluster({'SLURM_STEP_NUM_TASKS': '1'})
+  assert train_lib.launched_as_cluster({'SLURM_STEP_NUM_TASKS': '4'})
+  assert train_lib.launched_as_cluster({'OMPI_COMM_WORLD_SIZE': '2'})
+  assert train_lib.launched_as_cluster({'JAX_COORDINATOR_ADDRESS': 'h:1'})
+  assert not train_lib.maybe_initialize_distributed()  # single process
+
+
 def test_param_spec_splits_largest_divisible_dim():
   P = jax.sharding.PartitionSpec
   assert train_lib.param_spec((3, 3, 64, 128), 4, 1000) == P(
@@ -197,8 +206,7 @@ def test_demo_config_through_train_py(tmp_path):
   workdir = tmp_path / 'demo'
   cmd = [sys.executable, 'train.py', f'--workdir={workdir}',
          '--config.model.overrides.num_blocks=(1,1,1,1)',
-         '--config.train.num_steps=3', '--config.train.patch_size=16',
-         '--config.train.global_batch_size=4', '--config.train.log_every=1',
+         '--config.train.num_steps=3', '--config.train.log_every=1',
          '--config.train.image_every=2', '--config.train.checkpoint_every=2',
          '--config.eval.max_images_per_set=1']
   proc = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True,
