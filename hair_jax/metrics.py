@@ -28,10 +28,15 @@ def psnr(restored, clean, *, eps=1e-10):
 
 
 def psnr_np(restored, clean):
-  """PSNR in dB of one HxWx3 image pair (numpy), `restored` clipped."""
+  """PSNR in dB of one HxWx3 image pair (numpy), `restored` clipped.
+
+  Identical images give inf (skimage's convention), without a warning.
+  """
   restored = np.clip(np.asarray(restored, np.float64), 0.0, 1.0)
   clean = np.asarray(clean, np.float64)
-  return float(skm.peak_signal_noise_ratio(clean, restored, data_range=1.0))
+  with np.errstate(divide='ignore'):
+    return float(skm.peak_signal_noise_ratio(clean, restored,
+                                             data_range=1.0))
 
 
 def ssim_np(restored, clean):
