@@ -217,11 +217,28 @@ def get_config(variant: str | ModelConfig, **overrides) -> ModelConfig:
   return dataclasses.replace(cfg, **overrides) if overrides else cfg
 
 
+class _KeyStream:
+  """Draws init keys like `nnx.Rngs.params()`, but counts in Python.
+
+  Each draw from an `nnx.Rngs` updates a counter Variable; under a trace
+  (jit or eval_shape) flax 0.12.8 then inspects the tracer's origin, at a
+  cost that grows with the trace, so a traced Res-HAIR init took ~20 s.
+  Counting in Python makes it ~1 s. Modules only ever call `.params()`.
+  """
+
+  def __init__(self, key: jax.Array):
+    self._key, self._count = key, 0
+
+  def params(self) -> jax.Array:
+    self._count += 1
+    return jax.random.fold_in(self._key, self._count)
+
+
 def build_model(variant: str | ModelConfig, *, rngs: nnx.Rngs | None = None,
                 **overrides) -> nnx.Module:
   """Builds `ResHAIR` or `Restormer` from a variant name or `ModelConfig`."""
   cfg = get_config(variant, **overrides)
-  rngs = rngs if rngs is not None else nnx.Rngs(0)
+  rngs = _KeyStream((rngs if rngs is not None else nnx.Rngs(0)).params())
   if cfg.arch == "restormer":
     return restormer.Restormer(cfg, rngs=rngs)
   return ResHAIR(cfg, rngs=rngs)
