@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 import PIL.Image
 import tensorflow_datasets as tfds
 
-from hair_jax.data.layout import DataError, Example
+from hair_jax.data.layout import DATASETS_BY_NAME, DataError, Example
 
 VERSION = "1.0.0"
 
@@ -208,7 +208,9 @@ def data_source(data_dir: str, name: str, split: str):
     """
     path = dataset_dir(data_dir, name)
     if split not in splits(data_dir, name):
+        spec = DATASETS_BY_NAME.get(name)
+        needs = f" from {spec.download}" if spec else ""
         raise FileNotFoundError(
             f"dataset {BUILDERS[name].name} split {split!r} not found in {data_dir}; "
-            "build it with `python -m hair_jax.data.prepare` (see docs/data.md)")
+            f"build it{needs} with `python -m hair_jax.data.prepare` (see docs/data.md)")
     return tfds.builder_from_directory(path).as_data_source(split)
