@@ -80,8 +80,11 @@ def test_fractional_weight_takes_a_fixed_subset():
     _, entries = mixture_index(tasks, sources, sizes, {"derain": 1.5 / 120})
     assert len(entries) == 6  # 4 once, plus half of them again
     assert sorted(np.bincount(entries[:, 1]).tolist()) == [1, 1, 2, 2]
-    with pytest.raises(ValueError, match="weights for tasks not trained: \\['dehaze'\\]"):
-        mixture_index(tasks, sources, sizes, {"dehaze": 1.0})
+    assert len(mixture_index(tasks, sources, sizes, {"dehaze": 3.0})[1]) == 480
+    with pytest.raises(ValueError, match="weights for unknown tasks: \\['sharpen'\\]"):
+        mixture_index(tasks, sources, sizes, {"sharpen": 1.0})
+    with pytest.raises(ValueError, match="weight of derain must be >= 0, got -1.0"):
+        mixture_index(tasks, sources, sizes, {"derain": -1})
 
 
 def test_weighted_mixture_proportions_over_many_draws(data_dir):

@@ -43,8 +43,9 @@ def mixture_index(tasks, sources, sizes, weights=None, seed=0):
       tasks: task names to include.
       sources: task -> (dataset, split, repeats per epoch).
       sizes: (dataset, split) -> number of records.
-      weights: None or task -> multiplier of that task's repeats. A fractional
-        part takes that fraction of the records, a fixed random subset.
+      weights: None or task -> multiplier of that task's repeats (tasks not
+        listed keep 1). A fractional part takes that fraction of the records,
+        a fixed random subset.
       seed: picks the fractional subsets.
 
     Returns:
@@ -52,9 +53,11 @@ def mixture_index(tasks, sources, sizes, weights=None, seed=0):
       int64 array [N, 3] of (source id, record index, task id) rows.
     """
     weights = dict(weights or {})
-    unknown = set(weights) - set(tasks)
+    # Weights of known but untrained tasks are ignored, so one weights table
+    # can serve both the three- and five-task settings.
+    unknown = set(weights) - set(TASKS)
     if unknown:
-        raise ValueError(f"weights for tasks not trained: {sorted(unknown)}")
+        raise ValueError(f"weights for unknown tasks: {sorted(unknown)}")
     keys, rows = [], []
     for task in tasks:
         dataset, split, repeats = sources[task]
