@@ -226,3 +226,14 @@ def test_test_sets_follow_the_paper_protocol(data_dir):
         np.testing.assert_array_equal(np.round(image.degraded * 255), noisy)
         np.testing.assert_array_equal(again[i].degraded, image.degraded)
     assert not np.array_equal(sets["bsd68_15"][0].degraded, sets["bsd68_50"][0].degraded)
+
+
+def test_process_defaults_come_from_jax(data_dir):
+    import jax
+    assert (jax.process_index(), jax.process_count()) == (0, 1)
+    cfg = _cfg(data_dir, weights=WEIGHTED)
+    default = data.make_train_loader(cfg, global_batch_size=4, patch_size=32, seed=0)
+    explicit = _loader(cfg, batch=4)
+    np.testing.assert_array_equal(next(default)["degraded"], next(explicit)["degraded"])
+    with pytest.raises(ValueError, match="process_index 2 not in \\[0, 2\\)"):
+        _loader(cfg, batch=4, index=2, count=2)

@@ -161,11 +161,13 @@ def dataset_dir(data_dir: str, name: str) -> str:
     return os.path.join(os.path.expanduser(data_dir), BUILDERS[name].name, VERSION)
 
 
-def build(name: str, examples: Mapping[str, Sequence[Example]], data_dir: str) -> str:
+def build(name: str, examples: Mapping[str, Sequence[Example]], data_dir: str,
+          overwrite: bool = True) -> str:
     """Builds dataset `name` from `examples` into `data_dir`, atomically.
 
     An existing build of the same dataset is replaced only after the new one
-    is complete.
+    is complete. With `overwrite=False` an existing build is kept (for several
+    processes building the same deterministic dataset at once).
 
     Returns:
       The dataset's directory.
@@ -182,6 +184,8 @@ def build(name: str, examples: Mapping[str, Sequence[Example]], data_dir: str) -
         builder.download_and_prepare()
         built = os.path.join(tmp, BUILDERS[name].name, VERSION)
         os.makedirs(os.path.dirname(final), exist_ok=True)
+        if os.path.exists(final) and not overwrite:
+            return final
         if os.path.exists(final):
             old = os.path.join(tmp, "old")
             os.replace(final, old)
