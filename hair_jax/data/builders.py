@@ -26,30 +26,26 @@ from hair_jax.data.layout import DATASETS_BY_NAME, DataError, Example
 VERSION = "1.0.0"
 
 
-def _open_rgb(path: str) -> PIL.Image.Image:
-    """Decodes an image fully (so truncation shows up now) as RGB."""
-    try:
-        with PIL.Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"unreadable or corrupt image {path}: {e}") from None
-
-
 def _encodable(image: str | bytes) -> tuple[str | bytes | PIL.Image.Image, tuple[int, int]]:
     """What to hand tfds for one image (a path or encoded bytes), and its (width, height).
 
-    RGB JPEG/PNG files are stored as they are (no re-encoding, no size blow-up
-    for JPEG); anything else (grayscale BSD400, BMP from WED) is converted to
-    RGB and stored as PNG. Encoded RGB bytes (the synthetic set) pass through.
+    Files are decoded fully here so that truncated or corrupt ones fail now,
+    naming the file. RGB JPEG/PNG files are stored as they are (no re-encoding,
+    no size blow-up for JPEG); anything else (grayscale BSD400, BMP from WED) is
+    converted to RGB and stored as PNG. Encoded RGB bytes (the synthetic set)
+    pass through.
     """
     if isinstance(image, bytes):
         with PIL.Image.open(io.BytesIO(image)) as img:
             return image, img.size
-    rgb = _open_rgb(image)
-    with PIL.Image.open(image) as raw:
-        as_is = raw.mode == "RGB" and raw.format in ("JPEG", "PNG")
-    return (image if as_is else rgb), rgb.size
+    try:
+        with PIL.Image.open(image) as img:
+            img.load()
+            if img.mode == "RGB" and img.format in ("JPEG", "PNG"):
+                return image, img.size
+            return img.convert("RGB"), img.size
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"unreadable or corrupt image {image}: {e}") from None
 
 
 class _HairBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
