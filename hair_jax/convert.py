@@ -103,20 +103,16 @@ def _ffn_factor(dim: int, hidden: int) -> float:
 def _split_bank(level: str, box: np.ndarray, model) -> dict[str, np.ndarray]:
   """[num_box, total] -> {our path: [num_box, H, W, I, O]} in BANK_ORDER."""
   bank = getattr(model, level).bank.weights
+  shapes = [bank[m][a]["kernel"].shape[1:] for m, a in (c.split(".") for c in BANK_ORDER)]
+  sizes = [math.prod(s) for s in shapes]
+  if box.ndim != 2 or box.shape[1] != sum(sizes):
+    raise CheckpointError(f"{level}.kernel_box has {box.shape[-1]} weights per box, "
+                          f"expected {sum(sizes)}")
   out, start = {}, 0
-  for conv in BANK_ORDER:
-    module, attr = conv.split(".")
-    shape = bank[module][attr]["kernel"].shape  # [n, H, W, I, O]
-    size = math.prod(shape[1:])
-    if start + size > box.shape[1]:
-      raise CheckpointError(f"{level}.kernel_box: {box.shape[1]} weights per box is too few for "
-                            f"the inferred architecture")
-    kh, kw, i, o = shape[1:]
+  for conv, (kh, kw, i, o), size in zip(BANK_ORDER, shapes, sizes):
     oihw = box[:, start:start + size].reshape(box.shape[0], o, i, kh, kw)
     out[f"{level}.bank.weights.{conv}.kernel"] = oihw.transpose(0, 3, 4, 2, 1)
     start += size
-  if start != box.shape[1]:
-    raise CheckpointError(f"{level}.kernel_box has {box.shape[1]} weights per box, expected {start}")
   return out
 
 
