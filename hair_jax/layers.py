@@ -16,6 +16,16 @@ from flax import nnx
 ConvImpl = Literal["auto", "lax"]
 
 
+def check_images(x: jax.Array, min_size: int = 8) -> None:
+  """Raises a clear ValueError unless x is [B, H, W, 3], H and W multiples of 8."""
+  if x.ndim != 4 or x.shape[-1] != 3:
+    raise ValueError(f"expected images [B, H, W, 3], got shape {tuple(x.shape)}")
+  h, w = x.shape[1:3]
+  if h % 8 or w % 8 or h < min_size or w < min_size:
+    raise ValueError(f"image height and width must be multiples of 8 and at least {min_size}, "
+                     f"got {h}x{w} (pad or crop first)")
+
+
 def torch_uniform_init(fan_in: int):
   """PyTorch's default conv/linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
   bound = 1.0 / math.sqrt(fan_in)

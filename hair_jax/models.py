@@ -18,6 +18,8 @@ from flax import nnx
 
 from hair_jax import dac, hyper, layers, restormer
 
+# The DAC halves the H/8 latent twice more; below 32 px nothing would be left.
+MIN_SIZE = 32
 HYPER_LEVELS = ("latent", "decoder_level3", "decoder_level2", "decoder_level1", "refinement")
 
 
@@ -161,7 +163,7 @@ class ResHAIR(nnx.Module):
 
   def giv(self, x: jax.Array) -> jax.Array:
     """The global information vector [B, 2C] of images x [B, H, W, 3]."""
-    _check_images(x)
+    layers.check_images(x, min_size=MIN_SIZE)
     return self.dac(self.encoder(x)[1])
 
   def selectors(self, giv: jax.Array) -> dict[str, jax.Array]:
@@ -177,14 +179,12 @@ class ResHAIR(nnx.Module):
     Keys: encoder_level1-3, latent_input, giv, latent, decoder_level3-1,
     refinement, output. Under `jax.jit` the unused ones cost nothing.
     """
-    _check_images(x)
+    layers.check_images(x, min_size=MIN_SIZE)
+    if giv is not None and giv.shape != (x.shape[0], self.config.giv_dim):
+      raise ValueError(f"giv has shape {giv.shape}, expected {(x.shape[0], self.config.giv_dim)}")
     f = {}
     (f["encoder_level1"], f["encoder_level2"], f["encoder_level3"]), f["latent_input"] = self.encoder(x)
-    if giv is None:
-      giv = self.dac(f["latent_input"])
-    elif giv.shape != (x.shape[0], self.config.giv_dim):
-      raise ValueError(f"giv has shape {giv.shape}, expected {(x.shape[0], self.config.giv_dim)}")
-    f["giv"] = giv
+    f["giv"] = giv = self.dac(f["latent_input"]) if giv is None else giv
     f["latent"] = y = self.latent(f["latent_input"], giv)
     y = self.up4_3(self.reduce_latent(y))
     y = self.reduce_chan_level3(jnp.concatenate([y, f["encoder_level3"]], axis=-1))
@@ -196,14 +196,6 @@ class ResHAIR(nnx.Module):
     f["refinement"] = y = self.refinement(y, giv)
     f["output"] = (self.output(y) + x).astype(x.dtype)
     return f
-
-
-def _check_images(x) -> None:
-  if x.ndim != 4 or x.shape[-1] != 3:
-    raise ValueError(f"expected images [B, H, W, 3], got shape {tuple(x.shape)}")
-  if x.shape[1] % 8 or x.shape[2] % 8:
-    raise ValueError(f"image height and width must be multiples of 8, got {x.shape[1]}x{x.shape[2]}"
-                     " (pad or crop first)")
 
 
 def get_config(variant: str | ModelConfig, **overrides) -> ModelConfig:

@@ -150,6 +150,7 @@ class Restormer(nnx.Module):
     self.output = layers.Conv2d(2 * c, 3, 3, use_bias=cfg.bias, rngs=rngs, **conv_kw)
 
   def __call__(self, x: jax.Array) -> jax.Array:
+    layers.check_images(x)
     (s1, s2, s3), x_lat = self.encoder(x)
     y = run_blocks(self.latent, x_lat)
     y = self.reduce_chan_level3(jnp.concatenate([self.up4_3(y), s3], axis=-1))
