@@ -1,6 +1,7 @@
 """PyTorch checkpoint import, the convert CLI and the orbax model export."""
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hair_jax import checkpoint, convert
+from hair_jax import checkpoint, convert, models
 from hair_jax.torch_pickle import CheckpointError, load_state_dict
 from torch_writer import write_state_dict
 
@@ -191,3 +192,34 @@ def test_load_checkpoint_errors(tmp_path):
     (tmp_path / "config.json").write_text('{"dim": 16, "colour": "red"}')
     with pytest.raises(checkpoint.ExportError, match=r"unknown model config fields: \['colour'\]"):
         checkpoint.load_checkpoint(tmp_path)
+
+
+def _to_torch_name(ours: str) -> str:
+    """Inverse of convert.our_name for the static Restormer (test-only)."""
+    name = re.sub(r"^encoder\.patch_embed\.", "patch_embed.proj.", ours)
+    name = re.sub(r"^encoder\.levels\.(\d)\.", lambda m: f"encoder_level{int(m[1]) + 1}.", name)
+    name = re.sub(r"^encoder\.downs\.(\d)\.conv\.",
+                  lambda m: f"down{int(m[1]) + 1}_{int(m[1]) + 2}.body.0.", name)
+    name = re.sub(r"^(up\d_\d)\.conv\.", r"\1.body.0.", name)
+    name = re.sub(r"(norm\d)\.scale$", r"\1.body.weight", name)
+    name = re.sub(r"(norm\d)\.bias$", r"\1.body.bias", name)
+    return re.sub(r"\.kernel$", ".weight", name)
+
+
+def test_restormer_state_dict_round_trip(tmp_path):
+    model = models.build_model("restormer", dim=8, num_blocks=(1, 2, 1, 2),
+                               num_refinement_blocks=1, heads=(1, 2, 2, 4), layer_norm="BiasFree")
+    sd = {}
+    for name, value in _params(model).items():
+        if value.ndim == 4:
+            value = value.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+        elif name.endswith("temperature"):
+            value = value.reshape(-1, 1, 1)
+        sd[_to_torch_name(name)] = value
+    assert "latent.1.attn.qkv_dwconv.weight" in sd and "down2_3.body.0.weight" in sd
+    loaded = convert.load_torch_checkpoint(write_state_dict(tmp_path / "restormer.pth", sd))
+    assert loaded.config == model.config
+    a, b = _params(loaded), _params(model)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
