@@ -16,131 +16,163 @@ from flax import nnx
 ConvImpl = Literal["auto", "lax"]
 
 
+def check_images(x: jax.Array, min_size: int = 8) -> None:
+    """Raises a clear ValueError unless x is [B, H, W, 3], H and W multiples of 8."""
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected images [B, H, W, 3], got shape {tuple(x.shape)}")
+    h, w = x.shape[1:3]
+    if h % 8 or w % 8 or h < min_size or w < min_size:
+        raise ValueError(
+            f"image height and width must be multiples of 8 and at least {min_size}, "
+            f"got {h}x{w} (pad or crop first)"
+        )
+
+
 def torch_uniform_init(fan_in: int):
-  """PyTorch's default conv/linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-  bound = 1.0 / math.sqrt(fan_in)
+    """PyTorch's default conv/linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
 
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
 
-  return init
+    return init
 
 
 def depthwise_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Depthwise 3x3 convolution, stride 1, zero padding 1, as 9 shifted FMAs.
+    """Depthwise 3x3 convolution, stride 1, zero padding 1, as 9 shifted FMAs.
 
-  Exactly the same sums as `lax.conv_general_dilated` with
-  feature_group_count=C, but much faster on CPU (see PERF_NOTES), and it
-  broadcasts a per-image kernel for free under `jax.vmap`.
+    Exactly the same sums as `lax.conv_general_dilated` with
+    feature_group_count=C, but much faster on CPU (see PERF_NOTES), and it
+    broadcasts a per-image kernel for free under `jax.vmap`.
 
-  Args:
-    x: [B, H, W, C].
-    kernel: [3, 3, 1, C] (HWIO with one input channel per group).
-  """
-  _, h, w, _ = x.shape
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  out = jnp.zeros_like(x)
-  for i in range(3):
-    for j in range(3):
-      out = out + xp[:, i:i + h, j:j + w, :] * kernel[i, j, 0]
-  return out
+    Args:
+      x: [B, H, W, C].
+      kernel: [3, 3, 1, C] (HWIO with one input channel per group).
+    """
+    _, h, w, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    out = jnp.zeros_like(x)
+    for i in range(3):
+        for j in range(3):
+            out = out + xp[:, i : i + h, j : j + w, :] * kernel[i, j, 0]
+    return out
 
 
 class Conv2d(nnx.Module):
-  """2-D convolution on NHWC inputs with an HWIO kernel.
+    """2-D convolution on NHWC inputs with an HWIO kernel.
 
-  `impl="auto"` takes an exact fast path where one exists: a 1x1 convolution
-  is a channel matmul, a depthwise 3x3 convolution is 9 shifted
-  multiply-adds. `impl="lax"` always uses `lax.conv_general_dilated`.
-  Both give the same result up to float rounding.
-  """
+    `impl="auto"` takes an exact fast path where one exists: a 1x1 convolution
+    is a channel matmul, a depthwise 3x3 convolution is 9 shifted
+    multiply-adds. `impl="lax"` always uses `lax.conv_general_dilated`.
+    Both give the same result up to float rounding.
+    """
 
-  def __init__(self, in_features: int, out_features: int, kernel_size: int = 1,
-               *, stride: int = 1, padding: int | tuple | str | None = None,
-               groups: int = 1, use_bias: bool = False, impl: ConvImpl = "auto",
-               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
-    if in_features % groups or out_features % groups:
-      raise ValueError(f"channels {in_features}->{out_features} not divisible by groups={groups}")
-    self.in_features, self.out_features = in_features, out_features
-    self.kernel_size, self.stride, self.groups = kernel_size, stride, groups
-    # PyTorch's `padding=k // 2` for odd kernels.
-    p = kernel_size // 2 if padding is None else padding
-    self.padding = ((p, p), (p, p)) if isinstance(p, int) else p
-    self.impl, self.dtype = impl, dtype
-    fan_in = in_features // groups * kernel_size * kernel_size
-    init = torch_uniform_init(fan_in)
-    shape = (kernel_size, kernel_size, in_features // groups, out_features)
-    self.kernel = nnx.Param(init(rngs.params(), shape, param_dtype))
-    self.bias = nnx.Param(init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int = 1,
+        *,
+        stride: int = 1,
+        padding: int | tuple | str | None = None,
+        groups: int = 1,
+        use_bias: bool = False,
+        impl: ConvImpl = "auto",
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        if in_features % groups or out_features % groups:
+            raise ValueError(
+                f"channels {in_features}->{out_features} not divisible by groups={groups}"
+            )
+        self.in_features, self.out_features = in_features, out_features
+        self.kernel_size, self.stride, self.groups = kernel_size, stride, groups
+        # PyTorch's `padding=k // 2` for odd kernels.
+        p = kernel_size // 2 if padding is None else padding
+        self.padding = ((p, p), (p, p)) if isinstance(p, int) else p
+        self.impl, self.dtype = impl, dtype
+        fan_in = in_features // groups * kernel_size * kernel_size
+        init = torch_uniform_init(fan_in)
+        shape = (kernel_size, kernel_size, in_features // groups, out_features)
+        self.kernel = nnx.Param(init(rngs.params(), shape, param_dtype))
+        self.bias = (
+            nnx.Param(init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
+        )
 
-  def _fast_path(self) -> str | None:
-    if self.impl != "auto" or self.stride != 1:
-      return None
-    if self.kernel_size == 1 and self.groups == 1:
-      return "matmul"
-    depthwise = self.groups == self.in_features == self.out_features
-    if self.kernel_size == 3 and depthwise and self.padding == ((1, 1), (1, 1)):
-      return "depthwise"
-    return None
+    def _fast_path(self) -> str | None:
+        if self.impl != "auto" or self.stride != 1:
+            return None
+        if self.kernel_size == 1 and self.groups == 1:
+            return "matmul"
+        depthwise = self.groups == self.in_features == self.out_features
+        if self.kernel_size == 3 and depthwise and self.padding == ((1, 1), (1, 1)):
+            return "depthwise"
+        return None
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    dtype = self.dtype or x.dtype
-    x, kernel = x.astype(dtype), self.kernel[...].astype(dtype)
-    path = self._fast_path()
-    if path == "matmul":
-      y = jnp.einsum("bhwc,co->bhwo", x, kernel[0, 0])
-    elif path == "depthwise":
-      y = depthwise_conv3x3(x, kernel)
-    else:
-      y = jax.lax.conv_general_dilated(
-          x, kernel, (self.stride, self.stride), self.padding,
-          dimension_numbers=("NHWC", "HWIO", "NHWC"),
-          feature_group_count=self.groups)
-    if self.bias is not None:
-      y = y + self.bias[...].astype(dtype)
-    return y
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dtype = self.dtype or x.dtype
+        x, kernel = x.astype(dtype), self.kernel[...].astype(dtype)
+        path = self._fast_path()
+        if path == "matmul":
+            y = jnp.einsum("bhwc,co->bhwo", x, kernel[0, 0])
+        elif path == "depthwise":
+            y = depthwise_conv3x3(x, kernel)
+        else:
+            y = jax.lax.conv_general_dilated(
+                x,
+                kernel,
+                (self.stride, self.stride),
+                self.padding,
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                feature_group_count=self.groups,
+            )
+        if self.bias is not None:
+            y = y + self.bias[...].astype(dtype)
+        return y
 
 
 class LayerNorm(nnx.Module):
-  """Restormer's LayerNorm over channels (last axis), computed in float32.
+    """Restormer's LayerNorm over channels (last axis), computed in float32.
 
-  `with_bias=False` is Restormer's BiasFree variant, which scales x by
-  1/std without centring it. Variance is biased, eps 1e-5, as in PyTorch.
-  """
+    `with_bias=False` is Restormer's BiasFree variant, which scales x by
+    1/std without centring it. Variance is biased, eps 1e-5, as in PyTorch.
+    """
 
-  def __init__(self, dim: int, *, with_bias: bool = True, eps: float = 1e-5,
-               param_dtype=jnp.float32):
-    self.eps = eps
-    self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
-    self.bias = nnx.Param(jnp.zeros((dim,), param_dtype)) if with_bias else None
+    def __init__(
+        self, dim: int, *, with_bias: bool = True, eps: float = 1e-5, param_dtype=jnp.float32
+    ):
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((dim,), param_dtype)) if with_bias else None
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x32 = x.astype(jnp.float32)
-    var = jnp.var(x32, axis=-1, keepdims=True)
-    if self.bias is None:
-      y = x32 * jax.lax.rsqrt(var + self.eps) * self.scale[...]
-    else:
-      mu = jnp.mean(x32, axis=-1, keepdims=True)
-      y = (x32 - mu) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
-    return y.astype(x.dtype)
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        var = jnp.var(x32, axis=-1, keepdims=True)
+        if self.bias is None:
+            y = x32 * jax.lax.rsqrt(var + self.eps) * self.scale[...]
+        else:
+            mu = jnp.mean(x32, axis=-1, keepdims=True)
+            y = (x32 - mu) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+        return y.astype(x.dtype)
 
 
 def pixel_unshuffle(x: jax.Array, r: int = 2) -> jax.Array:
-  """PyTorch's PixelUnshuffle in NHWC: [B,H,W,C] -> [B,H/r,W/r,C*r*r].
+    """PyTorch's PixelUnshuffle in NHWC: [B,H,W,C] -> [B,H/r,W/r,C*r*r].
 
-  PyTorch orders output channels as (c, i, j) with (i, j) the offset inside
-  each r x r cell; that order is what released weights expect.
-  """
-  b, h, w, c = x.shape
-  x = x.reshape(b, h // r, r, w // r, r, c)  # b h i w j c
-  x = x.transpose(0, 1, 3, 5, 2, 4)  # b h w c i j
-  return x.reshape(b, h // r, w // r, c * r * r)
+    PyTorch orders output channels as (c, i, j) with (i, j) the offset inside
+    each r x r cell; that order is what released weights expect.
+    """
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // r, r, w // r, r, c)  # b h i w j c
+    x = x.transpose(0, 1, 3, 5, 2, 4)  # b h w c i j
+    return x.reshape(b, h // r, w // r, c * r * r)
 
 
 def pixel_shuffle(x: jax.Array, r: int = 2) -> jax.Array:
-  """PyTorch's PixelShuffle in NHWC: [B,H,W,C*r*r] -> [B,H*r,W*r,C]."""
-  b, h, w, crr = x.shape
-  c = crr // (r * r)
-  x = x.reshape(b, h, w, c, r, r)  # b h w c i j
-  x = x.transpose(0, 1, 4, 2, 5, 3)  # b h i w j c
-  return x.reshape(b, h * r, w * r, c)
+    """PyTorch's PixelShuffle in NHWC: [B,H,W,C*r*r] -> [B,H*r,W*r,C]."""
+    b, h, w, crr = x.shape
+    c = crr // (r * r)
+    x = x.reshape(b, h, w, c, r, r)  # b h w c i j
+    x = x.transpose(0, 1, 4, 2, 5, 3)  # b h i w j c
+    return x.reshape(b, h * r, w * r, c)

@@ -18,94 +18,107 @@ from flax import nnx
 
 from hair_jax import dac, hyper, layers, restormer
 
+# The DAC halves the H/8 latent twice more; below 32 px nothing would be left.
+# At 32 px its last map is 1x1, where a GroupNorm with one channel per group
+# (C=16) outputs a constant: train such small models on 64 px or more.
+MIN_SIZE = 32
 HYPER_LEVELS = ("latent", "decoder_level3", "decoder_level2", "decoder_level1", "refinement")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Architecture of a Res-HAIR or Restormer model.
+    """Architecture of a Res-HAIR or Restormer model.
 
-  Attributes:
-    arch: "res_hair" or "restormer".
-    dim: C, the channel width of level 1.
-    num_blocks: transformer blocks per level (levels 1-3 and latent).
-    num_refinement_blocks: blocks of the refinement stage.
-    heads: attention heads per level.
-    ffn_expansion_factor: GDFN hidden width is int(d * factor).
-    bias: biases in the Restormer convolutions.
-    layer_norm: "WithBias" or "BiasFree".
-    num_box: weight-bank size of each hyper level, in `HYPER_LEVELS` order;
-      None takes the released code's rule (see `default_num_box`).
-    dac_channels: DAC width; None means int(1.5 * dim) as released.
-    dac_groups: GroupNorm groups in the DAC.
-    hsn_depth: hidden layers of each HSN.
-    conv_impl: "auto" (exact fast paths for 1x1 and depthwise convs) or
-      "lax" (always `lax.conv_general_dilated`).
-    dtype: compute dtype ("float32" or "bfloat16"); parameters stay float32.
-  """
+    Attributes:
+      arch: "res_hair" or "restormer".
+      dim: C, the channel width of level 1.
+      num_blocks: transformer blocks per level (levels 1-3 and latent).
+      num_refinement_blocks: blocks of the refinement stage.
+      heads: attention heads per level.
+      ffn_expansion_factor: GDFN hidden width is int(d * factor).
+      bias: biases in the Restormer convolutions.
+      layer_norm: "WithBias" or "BiasFree".
+      num_box: weight-bank size of each hyper level, in `HYPER_LEVELS` order;
+        None takes the released code's rule (see `default_num_box`).
+      dac_channels: DAC width; None means int(1.5 * dim) as released.
+      dac_groups: GroupNorm groups in the DAC.
+      hsn_depth: hidden layers of each HSN.
+      conv_impl: "auto" (exact fast paths for 1x1 and depthwise convs) or
+        "lax" (always `lax.conv_general_dilated`).
+      dtype: compute dtype ("float32" or "bfloat16"); parameters stay float32.
+    """
 
-  arch: str = "res_hair"
-  dim: int = 48
-  num_blocks: tuple[int, ...] = (4, 6, 6, 8)
-  num_refinement_blocks: int = 4
-  heads: tuple[int, ...] = (1, 2, 4, 8)
-  ffn_expansion_factor: float = 2.66
-  bias: bool = False
-  layer_norm: str = "WithBias"
-  num_box: tuple[int, ...] | None = None
-  dac_channels: int | None = None
-  dac_groups: int = 24
-  hsn_depth: int = 3
-  conv_impl: str = "auto"
-  dtype: str = "float32"
+    arch: str = "res_hair"
+    dim: int = 48
+    num_blocks: tuple[int, ...] = (4, 6, 6, 8)
+    num_refinement_blocks: int = 4
+    heads: tuple[int, ...] = (1, 2, 4, 8)
+    ffn_expansion_factor: float = 2.66
+    bias: bool = False
+    layer_norm: str = "WithBias"
+    num_box: tuple[int, ...] | None = None
+    dac_channels: int | None = None
+    dac_groups: int = 24
+    hsn_depth: int = 3
+    conv_impl: str = "auto"
+    dtype: str = "float32"
 
-  def __post_init__(self):
-    # Tuples keep the config hashable even when built from JSON lists.
-    for name in ("num_blocks", "heads", "num_box"):
-      value = getattr(self, name)
-      if value is not None:
-        object.__setattr__(self, name, tuple(int(v) for v in value))
-    if self.arch not in ("res_hair", "restormer"):
-      raise ValueError(f"unknown arch {self.arch!r}: expected 'res_hair' or 'restormer'")
-    if len(self.num_blocks) != 4 or len(self.heads) != 4:
-      raise ValueError(f"num_blocks and heads need 4 entries, got {self.num_blocks}, {self.heads}")
-    if self.layer_norm not in ("WithBias", "BiasFree"):
-      raise ValueError(f"layer_norm must be 'WithBias' or 'BiasFree', got {self.layer_norm!r}")
-    if self.conv_impl not in ("auto", "lax"):
-      raise ValueError(f"conv_impl must be 'auto' or 'lax', got {self.conv_impl!r}")
-    if self.num_box is not None and len(self.num_box) != len(HYPER_LEVELS):
-      raise ValueError(f"num_box needs {len(HYPER_LEVELS)} entries, got {self.num_box}")
+    def __post_init__(self):
+        # Tuples keep the config hashable even when built from JSON lists.
+        for name in ("num_blocks", "heads", "num_box"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(int(v) for v in value))
+        if self.arch not in ("res_hair", "restormer"):
+            raise ValueError(f"unknown arch {self.arch!r}: expected 'res_hair' or 'restormer'")
+        if len(self.num_blocks) != 4 or len(self.heads) != 4:
+            raise ValueError(
+                f"num_blocks and heads need 4 entries, got {self.num_blocks}, {self.heads}"
+            )
+        if self.layer_norm not in ("WithBias", "BiasFree"):
+            raise ValueError(
+                f"layer_norm must be 'WithBias' or 'BiasFree', got {self.layer_norm!r}"
+            )
+        if self.conv_impl not in ("auto", "lax"):
+            raise ValueError(f"conv_impl must be 'auto' or 'lax', got {self.conv_impl!r}")
+        if self.num_box is not None and len(self.num_box) != len(HYPER_LEVELS):
+            raise ValueError(f"num_box needs {len(HYPER_LEVELS)} entries, got {self.num_box}")
 
-  @property
-  def boxes(self) -> tuple[int, ...]:
-    return self.num_box or default_num_box(self.num_blocks, self.num_refinement_blocks)
+    @property
+    def boxes(self) -> tuple[int, ...]:
+        return self.num_box or default_num_box(self.num_blocks, self.num_refinement_blocks)
 
-  @property
-  def giv_dim(self) -> int:
-    return 2 * self.dim
+    @property
+    def giv_dim(self) -> int:
+        return 2 * self.dim
 
-  def conv_kwargs(self) -> dict[str, Any]:
-    return {"impl": self.conv_impl, "dtype": jnp.dtype(self.dtype)}
+    def conv_kwargs(self) -> dict[str, Any]:
+        return {"impl": self.conv_impl, "dtype": jnp.dtype(self.dtype)}
 
-  def block_kwargs(self) -> dict[str, Any]:
-    return {"bias": self.bias, "with_bias_norm": self.layer_norm == "WithBias"}
+    def block_kwargs(self) -> dict[str, Any]:
+        return {"bias": self.bias, "with_bias_norm": self.layer_norm == "WithBias"}
 
-  def to_json(self) -> str:
-    return json.dumps(dataclasses.asdict(self), indent=2)
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
 
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-      raise ValueError(f"unknown model config fields: {sorted(unknown)}")
-    return cls(**d)
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown model config fields: {sorted(unknown)}")
+        return cls(**d)
 
 
 def default_num_box(num_blocks, num_refinement_blocks) -> tuple[int, ...]:
-  """Bank sizes as in the released code: max(4, n) + 1, except decoder 3 (no +1)."""
-  n1, n2, n3, n4 = num_blocks
-  return (max(4, n4) + 1, max(4, n3), max(4, n2) + 1, max(4, n1) + 1,
-          max(4, num_refinement_blocks) + 1)
+    """Bank sizes as in the released code: max(4, n) + 1, except decoder 3 (no +1)."""
+    n1, n2, n3, n4 = num_blocks
+    return (
+        max(4, n4) + 1,
+        max(4, n3),
+        max(4, n2) + 1,
+        max(4, n1) + 1,
+        max(4, num_refinement_blocks) + 1,
+    )
 
 
 VARIANTS: dict[str, ModelConfig] = {
@@ -119,119 +132,147 @@ VARIANTS: dict[str, ModelConfig] = {
 
 
 class ResHAIR(nnx.Module):
-  """Res-HAIR: Restormer encoder, DAC -> GIV, hyper levels in the decoder.
+    """Res-HAIR: Restormer encoder, DAC -> GIV, hyper levels in the decoder.
 
-  Call `model(x)` on float32 images [B, H, W, 3] in [0, 1] with H and W
-  multiples of 8; every image gets its own generated weights. Pass
-  `giv=` to restore with a given GIV (e.g. one GIV shared by all tiles of
-  an image) instead of computing it from `x`.
-  """
-
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    self.config = cfg
-    c, nb, heads, ffn = cfg.dim, cfg.num_blocks, cfg.heads, cfg.ffn_expansion_factor
-    conv_kw, block_kw = cfg.conv_kwargs(), cfg.block_kwargs()
-    self.encoder = restormer.Encoder(c, nb, heads, ffn, block_kw=block_kw, rngs=rngs,
-                                     conv_kw=conv_kw)
-    self.dac = dac.DAC(8 * c, cfg.dac_channels or int(1.5 * c), cfg.giv_dim,
-                       groups=cfg.dac_groups, rngs=rngs, **conv_kw)
-
-    def hyper_level(d, n, h, boxes):
-      make = lambda r: restormer.TransformerBlock(d, h, ffn, rngs=r, **block_kw, **conv_kw)
-      # Every convolution kernel of the block is generated; norms and the
-      # attention temperature stay static, as in the paper.
-      return hyper.HyperLevel(make, n, boxes, cfg.giv_dim, nnx.PathContains("kernel"),
-                              hsn_depth=cfg.hsn_depth, rngs=rngs)
-
-    boxes = cfg.boxes
-    self.latent = hyper_level(8 * c, nb[3], heads[3], boxes[0])
-    self.reduce_latent = layers.Conv2d(8 * c, 4 * c, 3, use_bias=True, rngs=rngs, **conv_kw)
-    self.up4_3 = restormer.Upsample(4 * c, rngs=rngs, **conv_kw)
-    self.reduce_chan_level3 = layers.Conv2d(6 * c, 4 * c, 1, use_bias=cfg.bias, rngs=rngs,
-                                            **conv_kw)
-    self.decoder_level3 = hyper_level(4 * c, nb[2], heads[2], boxes[1])
-    self.up3_2 = restormer.Upsample(4 * c, rngs=rngs, **conv_kw)
-    self.reduce_chan_level2 = layers.Conv2d(4 * c, 2 * c, 1, use_bias=cfg.bias, rngs=rngs,
-                                            **conv_kw)
-    self.decoder_level2 = hyper_level(2 * c, nb[1], heads[1], boxes[2])
-    self.up2_1 = restormer.Upsample(2 * c, rngs=rngs, **conv_kw)
-    self.decoder_level1 = hyper_level(2 * c, nb[0], heads[0], boxes[3])
-    self.refinement = hyper_level(2 * c, cfg.num_refinement_blocks, heads[0], boxes[4])
-    self.output = layers.Conv2d(2 * c, 3, 3, use_bias=cfg.bias, rngs=rngs, **conv_kw)
-
-  def giv(self, x: jax.Array) -> jax.Array:
-    """The global information vector [B, 2C] of images x [B, H, W, 3]."""
-    _check_images(x)
-    return self.dac(self.encoder(x)[1])
-
-  def selectors(self, giv: jax.Array) -> dict[str, jax.Array]:
-    """Per hyper level, the HSN softmax weights [num_blocks, B, num_box]."""
-    return {name: getattr(self, name).selectors(giv) for name in HYPER_LEVELS}
-
-  def __call__(self, x: jax.Array, giv: jax.Array | None = None) -> jax.Array:
-    return self.features(x, giv)["output"]
-
-  def features(self, x: jax.Array, giv: jax.Array | None = None) -> dict[str, jax.Array]:
-    """The forward pass, returning every level's output by name (NHWC).
-
-    Keys: encoder_level1-3, latent_input, giv, latent, decoder_level3-1,
-    refinement, output. Under `jax.jit` the unused ones cost nothing.
+    Call `model(x)` on float32 images [B, H, W, 3] in [0, 1] with H and W
+    multiples of 8; every image gets its own generated weights. Pass
+    `giv=` to restore with a given GIV (e.g. one GIV shared by all tiles of
+    an image) instead of computing it from `x`.
     """
-    _check_images(x)
-    f = {}
-    (f["encoder_level1"], f["encoder_level2"], f["encoder_level3"]), f["latent_input"] = self.encoder(x)
-    if giv is None:
-      giv = self.dac(f["latent_input"])
-    elif giv.shape != (x.shape[0], self.config.giv_dim):
-      raise ValueError(f"giv has shape {giv.shape}, expected {(x.shape[0], self.config.giv_dim)}")
-    f["giv"] = giv
-    f["latent"] = y = self.latent(f["latent_input"], giv)
-    y = self.up4_3(self.reduce_latent(y))
-    y = self.reduce_chan_level3(jnp.concatenate([y, f["encoder_level3"]], axis=-1))
-    f["decoder_level3"] = y = self.decoder_level3(y, giv)
-    y = self.reduce_chan_level2(jnp.concatenate([self.up3_2(y), f["encoder_level2"]], axis=-1))
-    f["decoder_level2"] = y = self.decoder_level2(y, giv)
-    y = jnp.concatenate([self.up2_1(y), f["encoder_level1"]], axis=-1)
-    f["decoder_level1"] = y = self.decoder_level1(y, giv)
-    f["refinement"] = y = self.refinement(y, giv)
-    f["output"] = (self.output(y) + x).astype(x.dtype)
-    return f
 
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = cfg
+        c, nb, heads, ffn = cfg.dim, cfg.num_blocks, cfg.heads, cfg.ffn_expansion_factor
+        conv_kw, block_kw = cfg.conv_kwargs(), cfg.block_kwargs()
+        self.encoder = restormer.Encoder(
+            c, nb, heads, ffn, block_kw=block_kw, rngs=rngs, conv_kw=conv_kw
+        )
+        self.dac = dac.DAC(
+            8 * c,
+            cfg.dac_channels or int(1.5 * c),
+            cfg.giv_dim,
+            groups=cfg.dac_groups,
+            rngs=rngs,
+            **conv_kw,
+        )
 
-def _check_images(x) -> None:
-  if x.ndim != 4 or x.shape[-1] != 3:
-    raise ValueError(f"expected images [B, H, W, 3], got shape {tuple(x.shape)}")
-  if x.shape[1] % 8 or x.shape[2] % 8:
-    raise ValueError(f"image height and width must be multiples of 8, got {x.shape[1]}x{x.shape[2]}"
-                     " (pad or crop first)")
+        def hyper_level(d, n, h, boxes):
+            make = lambda r: restormer.TransformerBlock(d, h, ffn, rngs=r, **block_kw, **conv_kw)
+            # Every convolution kernel of the block is generated; norms and the
+            # attention temperature stay static, as in the paper.
+            return hyper.HyperLevel(
+                make,
+                n,
+                boxes,
+                cfg.giv_dim,
+                nnx.PathContains("kernel"),
+                hsn_depth=cfg.hsn_depth,
+                rngs=rngs,
+            )
+
+        boxes = cfg.boxes
+        self.latent = hyper_level(8 * c, nb[3], heads[3], boxes[0])
+        self.reduce_latent = layers.Conv2d(8 * c, 4 * c, 3, use_bias=True, rngs=rngs, **conv_kw)
+        self.up4_3 = restormer.Upsample(4 * c, rngs=rngs, **conv_kw)
+        self.reduce_chan_level3 = layers.Conv2d(
+            6 * c, 4 * c, 1, use_bias=cfg.bias, rngs=rngs, **conv_kw
+        )
+        self.decoder_level3 = hyper_level(4 * c, nb[2], heads[2], boxes[1])
+        self.up3_2 = restormer.Upsample(4 * c, rngs=rngs, **conv_kw)
+        self.reduce_chan_level2 = layers.Conv2d(
+            4 * c, 2 * c, 1, use_bias=cfg.bias, rngs=rngs, **conv_kw
+        )
+        self.decoder_level2 = hyper_level(2 * c, nb[1], heads[1], boxes[2])
+        self.up2_1 = restormer.Upsample(2 * c, rngs=rngs, **conv_kw)
+        self.decoder_level1 = hyper_level(2 * c, nb[0], heads[0], boxes[3])
+        self.refinement = hyper_level(2 * c, cfg.num_refinement_blocks, heads[0], boxes[4])
+        self.output = layers.Conv2d(2 * c, 3, 3, use_bias=cfg.bias, rngs=rngs, **conv_kw)
+
+    def giv(self, x: jax.Array) -> jax.Array:
+        """The global information vector [B, 2C] of images x [B, H, W, 3]."""
+        layers.check_images(x, min_size=MIN_SIZE)
+        return self.dac(self.encoder(x)[1])
+
+    def selectors(self, giv: jax.Array) -> dict[str, jax.Array]:
+        """Per hyper level, the HSN softmax weights [num_blocks, B, num_box]."""
+        return {name: getattr(self, name).selectors(giv) for name in HYPER_LEVELS}
+
+    def __call__(self, x: jax.Array, giv: jax.Array | None = None) -> jax.Array:
+        return self.features(x, giv)["output"]
+
+    def features(self, x: jax.Array, giv: jax.Array | None = None) -> dict[str, jax.Array]:
+        """The forward pass, returning every level's output by name (NHWC).
+
+        Keys: encoder_level1-3, latent_input, giv, latent, decoder_level3-1,
+        refinement, output. Under `jax.jit` the unused ones cost nothing.
+        """
+        layers.check_images(x, min_size=MIN_SIZE)
+        if giv is not None and giv.shape != (x.shape[0], self.config.giv_dim):
+            raise ValueError(
+                f"giv has shape {giv.shape}, expected {(x.shape[0], self.config.giv_dim)}"
+            )
+        f = {}
+        (f["encoder_level1"], f["encoder_level2"], f["encoder_level3"]), f["latent_input"] = (
+            self.encoder(x)
+        )
+        f["giv"] = giv = self.dac(f["latent_input"]) if giv is None else giv
+        f["latent"] = y = self.latent(f["latent_input"], giv)
+        y = self.up4_3(self.reduce_latent(y))
+        y = self.reduce_chan_level3(jnp.concatenate([y, f["encoder_level3"]], axis=-1))
+        f["decoder_level3"] = y = self.decoder_level3(y, giv)
+        y = self.reduce_chan_level2(jnp.concatenate([self.up3_2(y), f["encoder_level2"]], axis=-1))
+        f["decoder_level2"] = y = self.decoder_level2(y, giv)
+        y = jnp.concatenate([self.up2_1(y), f["encoder_level1"]], axis=-1)
+        f["decoder_level1"] = y = self.decoder_level1(y, giv)
+        f["refinement"] = y = self.refinement(y, giv)
+        f["output"] = (self.output(y) + x).astype(x.dtype)
+        return f
 
 
 def get_config(variant: str | ModelConfig, **overrides) -> ModelConfig:
-  """A variant by name (see `VARIANTS`) or a config, with fields replaced."""
-  if isinstance(variant, ModelConfig):
-    cfg = variant
-  elif variant in VARIANTS:
-    cfg = VARIANTS[variant]
-  else:
-    raise ValueError(f"unknown model variant {variant!r}; known: {sorted(VARIANTS)}")
-  return dataclasses.replace(cfg, **overrides) if overrides else cfg
+    """A variant by name (see `VARIANTS`) or a config, with fields replaced."""
+    if isinstance(variant, ModelConfig):
+        cfg = variant
+    elif variant in VARIANTS:
+        cfg = VARIANTS[variant]
+    else:
+        raise ValueError(f"unknown model variant {variant!r}; known: {sorted(VARIANTS)}")
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg
 
 
-def build_model(variant: str | ModelConfig, *, rngs: nnx.Rngs | None = None,
-                **overrides) -> nnx.Module:
-  """Builds `ResHAIR` or `Restormer` from a variant name or `ModelConfig`."""
-  cfg = get_config(variant, **overrides)
-  rngs = rngs if rngs is not None else nnx.Rngs(0)
-  if cfg.arch == "restormer":
-    return restormer.Restormer(cfg, rngs=rngs)
-  return ResHAIR(cfg, rngs=rngs)
+class _KeyStream:
+    """Draws init keys like `nnx.Rngs.params()`, but counts in Python.
+
+    Each draw from an `nnx.Rngs` updates a counter Variable; under a trace
+    (jit or eval_shape) flax 0.12.8 then inspects the tracer's origin, at a
+    cost that grows with the trace, so a traced Res-HAIR init took ~20 s.
+    Counting in Python makes it ~1 s. Modules only ever call `.params()`.
+    """
+
+    def __init__(self, key: jax.Array):
+        self._key, self._count = key, 0
+
+    def params(self) -> jax.Array:
+        self._count += 1
+        return jax.random.fold_in(self._key, self._count)
+
+
+def build_model(
+    variant: str | ModelConfig, *, rngs: nnx.Rngs | None = None, **overrides
+) -> nnx.Module:
+    """Builds `ResHAIR` or `Restormer` from a variant name or `ModelConfig`."""
+    cfg = get_config(variant, **overrides)
+    rngs = _KeyStream((rngs if rngs is not None else nnx.Rngs(0)).params())
+    if cfg.arch == "restormer":
+        return restormer.Restormer(cfg, rngs=rngs)
+    return ResHAIR(cfg, rngs=rngs)
 
 
 def abstract_model(variant: str | ModelConfig, **overrides) -> nnx.Module:
-  """The model with `jax.ShapeDtypeStruct` leaves: nothing is allocated."""
-  return nnx.eval_shape(lambda: build_model(variant, rngs=nnx.Rngs(0), **overrides))
+    """The model with `jax.ShapeDtypeStruct` leaves: nothing is allocated."""
+    return nnx.eval_shape(lambda: build_model(variant, rngs=nnx.Rngs(0), **overrides))
 
 
 def count_params(model: nnx.Module) -> int:
-  """Number of parameters (works on abstract models too)."""
-  return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    """Number of parameters (works on abstract models too)."""
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -15,147 +15,168 @@ from hair_jax import layers
 
 
 class MDTA(nnx.Module):
-  """Multi-Dconv head Transposed Attention: attention across channels."""
+    """Multi-Dconv head Transposed Attention: attention across channels."""
 
-  def __init__(self, dim: int, num_heads: int, *, bias: bool, rngs: nnx.Rngs, **conv_kw):
-    self.num_heads = num_heads
-    self.temperature = nnx.Param(jnp.ones((num_heads,), jnp.float32))
-    self.qkv = layers.Conv2d(dim, 3 * dim, 1, use_bias=bias, rngs=rngs, **conv_kw)
-    self.qkv_dwconv = layers.Conv2d(3 * dim, 3 * dim, 3, groups=3 * dim, use_bias=bias,
-                                    rngs=rngs, **conv_kw)
-    self.project_out = layers.Conv2d(dim, dim, 1, use_bias=bias, rngs=rngs, **conv_kw)
+    def __init__(self, dim: int, num_heads: int, *, bias: bool, rngs: nnx.Rngs, **conv_kw):
+        self.num_heads = num_heads
+        self.temperature = nnx.Param(jnp.ones((num_heads,), jnp.float32))
+        self.qkv = layers.Conv2d(dim, 3 * dim, 1, use_bias=bias, rngs=rngs, **conv_kw)
+        self.qkv_dwconv = layers.Conv2d(
+            3 * dim, 3 * dim, 3, groups=3 * dim, use_bias=bias, rngs=rngs, **conv_kw
+        )
+        self.project_out = layers.Conv2d(dim, dim, 1, use_bias=bias, rngs=rngs, **conv_kw)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    b, h, w, c = x.shape
-    qkv = self.qkv_dwconv(self.qkv(x))  # [b, h, w, 3c]
-    # [b, h, w, 3c] -> 3 x [b, heads, c/heads, h*w]; the channel order matches
-    # PyTorch's chunk(3) followed by '(head c)'.
-    qkv = qkv.reshape(b, h * w, 3, self.num_heads, c // self.num_heads)
-    q, k, v = jnp.moveaxis(qkv, 1, -1).transpose(1, 0, 2, 3, 4)
-    q32, k32 = q.astype(jnp.float32), k.astype(jnp.float32)
-    # L2-normalise over pixels as torch.nn.functional.normalize (eps 1e-12).
-    q32 = q32 / jnp.maximum(jnp.linalg.norm(q32, axis=-1, keepdims=True), 1e-12)
-    k32 = k32 / jnp.maximum(jnp.linalg.norm(k32, axis=-1, keepdims=True), 1e-12)
-    attn = jnp.einsum("bncp,bndp->bncd", q32, k32)  # [b, heads, c/h, c/h]
-    attn = attn * self.temperature[...][None, :, None, None]
-    attn = jax.nn.softmax(attn, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bncd,bndp->bncp", attn, v)  # [b, heads, c/h, h*w]
-    out = jnp.moveaxis(out.reshape(b, c, h * w), 1, -1).reshape(b, h, w, c)
-    return self.project_out(out)
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, c = x.shape
+        qkv = self.qkv_dwconv(self.qkv(x))  # [b, h, w, 3c]
+        # [b, h, w, 3c] -> 3 x [b, heads, c/heads, h*w]; the channel order matches
+        # PyTorch's chunk(3) followed by '(head c)'.
+        qkv = qkv.reshape(b, h * w, 3, self.num_heads, c // self.num_heads)
+        q, k, v = jnp.moveaxis(qkv, 1, -1).transpose(1, 0, 2, 3, 4)
+        q32, k32 = q.astype(jnp.float32), k.astype(jnp.float32)
+        # L2-normalise over pixels as torch.nn.functional.normalize (eps 1e-12).
+        q32 = q32 / jnp.maximum(jnp.linalg.norm(q32, axis=-1, keepdims=True), 1e-12)
+        k32 = k32 / jnp.maximum(jnp.linalg.norm(k32, axis=-1, keepdims=True), 1e-12)
+        attn = jnp.einsum("bncp,bndp->bncd", q32, k32)  # [b, heads, c/h, c/h]
+        attn = attn * self.temperature[...][None, :, None, None]
+        attn = jax.nn.softmax(attn, axis=-1).astype(v.dtype)
+        out = jnp.einsum("bncd,bndp->bncp", attn, v)  # [b, heads, c/h, h*w]
+        out = jnp.moveaxis(out.reshape(b, c, h * w), 1, -1).reshape(b, h, w, c)
+        return self.project_out(out)
 
 
 class GDFN(nnx.Module):
-  """Gated-Dconv Feed-forward Network: gelu(x1) * x2 after a depthwise conv."""
+    """Gated-Dconv Feed-forward Network: gelu(x1) * x2 after a depthwise conv."""
 
-  def __init__(self, dim: int, ffn_expansion_factor: float, *, bias: bool,
-               rngs: nnx.Rngs, **conv_kw):
-    hidden = int(dim * ffn_expansion_factor)
-    self.project_in = layers.Conv2d(dim, 2 * hidden, 1, use_bias=bias, rngs=rngs, **conv_kw)
-    self.dwconv = layers.Conv2d(2 * hidden, 2 * hidden, 3, groups=2 * hidden, use_bias=bias,
-                                rngs=rngs, **conv_kw)
-    self.project_out = layers.Conv2d(hidden, dim, 1, use_bias=bias, rngs=rngs, **conv_kw)
+    def __init__(
+        self, dim: int, ffn_expansion_factor: float, *, bias: bool, rngs: nnx.Rngs, **conv_kw
+    ):
+        hidden = int(dim * ffn_expansion_factor)
+        self.project_in = layers.Conv2d(dim, 2 * hidden, 1, use_bias=bias, rngs=rngs, **conv_kw)
+        self.dwconv = layers.Conv2d(
+            2 * hidden, 2 * hidden, 3, groups=2 * hidden, use_bias=bias, rngs=rngs, **conv_kw
+        )
+        self.project_out = layers.Conv2d(hidden, dim, 1, use_bias=bias, rngs=rngs, **conv_kw)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x1, x2 = jnp.split(self.dwconv(self.project_in(x)), 2, axis=-1)
-    # PyTorch's F.gelu default is the exact (erf) GELU.
-    return self.project_out(jax.nn.gelu(x1, approximate=False) * x2)
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x1, x2 = jnp.split(self.dwconv(self.project_in(x)), 2, axis=-1)
+        # PyTorch's F.gelu default is the exact (erf) GELU.
+        return self.project_out(jax.nn.gelu(x1, approximate=False) * x2)
 
 
 class TransformerBlock(nnx.Module):
-  """x + MDTA(LN(x)), then x + GDFN(LN(x))."""
+    """x + MDTA(LN(x)), then x + GDFN(LN(x))."""
 
-  def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, *,
-               bias: bool = False, with_bias_norm: bool = True, rngs: nnx.Rngs, **conv_kw):
-    self.norm1 = layers.LayerNorm(dim, with_bias=with_bias_norm)
-    self.attn = MDTA(dim, num_heads, bias=bias, rngs=rngs, **conv_kw)
-    self.norm2 = layers.LayerNorm(dim, with_bias=with_bias_norm)
-    self.ffn = GDFN(dim, ffn_expansion_factor, bias=bias, rngs=rngs, **conv_kw)
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        ffn_expansion_factor: float,
+        *,
+        bias: bool = False,
+        with_bias_norm: bool = True,
+        rngs: nnx.Rngs,
+        **conv_kw,
+    ):
+        self.norm1 = layers.LayerNorm(dim, with_bias=with_bias_norm)
+        self.attn = MDTA(dim, num_heads, bias=bias, rngs=rngs, **conv_kw)
+        self.norm2 = layers.LayerNorm(dim, with_bias=with_bias_norm)
+        self.ffn = GDFN(dim, ffn_expansion_factor, bias=bias, rngs=rngs, **conv_kw)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = x + self.attn(self.norm1(x))
-    return x + self.ffn(self.norm2(x))
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
 
 
 class Downsample(nnx.Module):
-  """3x3 conv n -> n/2, then PixelUnshuffle(2): [H, W, n] -> [H/2, W/2, 2n]."""
+    """3x3 conv n -> n/2, then PixelUnshuffle(2): [H, W, n] -> [H/2, W/2, 2n]."""
 
-  def __init__(self, n: int, *, rngs: nnx.Rngs, **conv_kw):
-    self.conv = layers.Conv2d(n, n // 2, 3, rngs=rngs, **conv_kw)
+    def __init__(self, n: int, *, rngs: nnx.Rngs, **conv_kw):
+        self.conv = layers.Conv2d(n, n // 2, 3, rngs=rngs, **conv_kw)
 
-  def __call__(self, x):
-    return layers.pixel_unshuffle(self.conv(x), 2)
+    def __call__(self, x):
+        return layers.pixel_unshuffle(self.conv(x), 2)
 
 
 class Upsample(nnx.Module):
-  """3x3 conv n -> 2n, then PixelShuffle(2): [H, W, n] -> [2H, 2W, n/2]."""
+    """3x3 conv n -> 2n, then PixelShuffle(2): [H, W, n] -> [2H, 2W, n/2]."""
 
-  def __init__(self, n: int, *, rngs: nnx.Rngs, **conv_kw):
-    self.conv = layers.Conv2d(n, 2 * n, 3, rngs=rngs, **conv_kw)
+    def __init__(self, n: int, *, rngs: nnx.Rngs, **conv_kw):
+        self.conv = layers.Conv2d(n, 2 * n, 3, rngs=rngs, **conv_kw)
 
-  def __call__(self, x):
-    return layers.pixel_shuffle(self.conv(x), 2)
+    def __call__(self, x):
+        return layers.pixel_shuffle(self.conv(x), 2)
 
 
 def run_blocks(blocks, x):
-  for block in blocks:
-    x = block(x)
-  return x
+    for block in blocks:
+        x = block(x)
+    return x
 
 
 class Encoder(nnx.Module):
-  """Patch embedding and encoder levels 1-3 with their downsamples.
+    """Patch embedding and encoder levels 1-3 with their downsamples.
 
-  Returns the three skip tensors (C, 2C, 4C channels) and the latent input
-  (H/8 x W/8 x 8C), which is also what Res-HAIR's classifier reads.
-  """
+    Returns the three skip tensors (C, 2C, 4C channels) and the latent input
+    (H/8 x W/8 x 8C), which is also what Res-HAIR's classifier reads.
+    """
 
-  def __init__(self, dim, num_blocks, heads, ffn_expansion_factor, *, block_kw, rngs, conv_kw):
-    self.patch_embed = layers.Conv2d(3, dim, 3, rngs=rngs, **conv_kw)
-    make = lambda d, n, h: nnx.List([
-        TransformerBlock(d, h, ffn_expansion_factor, rngs=rngs, **block_kw, **conv_kw)
-        for _ in range(n)])
-    self.levels = nnx.List([make(dim * 2**i, num_blocks[i], heads[i]) for i in range(3)])
-    self.downs = nnx.List([Downsample(dim * 2**i, rngs=rngs, **conv_kw) for i in range(3)])
+    def __init__(self, dim, num_blocks, heads, ffn_expansion_factor, *, block_kw, rngs, conv_kw):
+        self.patch_embed = layers.Conv2d(3, dim, 3, rngs=rngs, **conv_kw)
+        make = lambda d, n, h: nnx.List(
+            [
+                TransformerBlock(d, h, ffn_expansion_factor, rngs=rngs, **block_kw, **conv_kw)
+                for _ in range(n)
+            ]
+        )
+        self.levels = nnx.List([make(dim * 2**i, num_blocks[i], heads[i]) for i in range(3)])
+        self.downs = nnx.List([Downsample(dim * 2**i, rngs=rngs, **conv_kw) for i in range(3)])
 
-  def __call__(self, x):
-    x = self.patch_embed(x)
-    skips = []
-    for level, down in zip(self.levels, self.downs):
-      x = run_blocks(level, x)
-      skips.append(x)
-      x = down(x)
-    return skips, x
+    def __call__(self, x):
+        x = self.patch_embed(x)
+        skips = []
+        for level, down in zip(self.levels, self.downs):
+            x = run_blocks(level, x)
+            skips.append(x)
+            x = down(x)
+        return skips, x
 
 
 class Restormer(nnx.Module):
-  """The plain Restormer: static weights, the standard Restormer decoder."""
+    """The plain Restormer: static weights, the standard Restormer decoder."""
 
-  def __init__(self, cfg, *, rngs: nnx.Rngs):
-    self.config = cfg
-    c, nb, heads, ffn = cfg.dim, cfg.num_blocks, cfg.heads, cfg.ffn_expansion_factor
-    conv_kw, block_kw = cfg.conv_kwargs(), cfg.block_kwargs()
-    blocks = lambda d, n, h: nnx.List([
-        TransformerBlock(d, h, ffn, rngs=rngs, **block_kw, **conv_kw) for _ in range(n)])
-    self.encoder = Encoder(c, nb, heads, ffn, block_kw=block_kw, rngs=rngs, conv_kw=conv_kw)
-    self.latent = blocks(8 * c, nb[3], heads[3])
-    self.up4_3 = Upsample(8 * c, rngs=rngs, **conv_kw)
-    self.reduce_chan_level3 = layers.Conv2d(8 * c, 4 * c, 1, use_bias=cfg.bias, rngs=rngs, **conv_kw)
-    self.decoder_level3 = blocks(4 * c, nb[2], heads[2])
-    self.up3_2 = Upsample(4 * c, rngs=rngs, **conv_kw)
-    self.reduce_chan_level2 = layers.Conv2d(4 * c, 2 * c, 1, use_bias=cfg.bias, rngs=rngs, **conv_kw)
-    self.decoder_level2 = blocks(2 * c, nb[1], heads[1])
-    self.up2_1 = Upsample(2 * c, rngs=rngs, **conv_kw)
-    self.decoder_level1 = blocks(2 * c, nb[0], heads[0])
-    self.refinement = blocks(2 * c, cfg.num_refinement_blocks, heads[0])
-    self.output = layers.Conv2d(2 * c, 3, 3, use_bias=cfg.bias, rngs=rngs, **conv_kw)
+    def __init__(self, cfg, *, rngs: nnx.Rngs):
+        self.config = cfg
+        c, nb, heads, ffn = cfg.dim, cfg.num_blocks, cfg.heads, cfg.ffn_expansion_factor
+        conv_kw, block_kw = cfg.conv_kwargs(), cfg.block_kwargs()
+        blocks = lambda d, n, h: nnx.List(
+            [TransformerBlock(d, h, ffn, rngs=rngs, **block_kw, **conv_kw) for _ in range(n)]
+        )
+        self.encoder = Encoder(c, nb, heads, ffn, block_kw=block_kw, rngs=rngs, conv_kw=conv_kw)
+        self.latent = blocks(8 * c, nb[3], heads[3])
+        self.up4_3 = Upsample(8 * c, rngs=rngs, **conv_kw)
+        self.reduce_chan_level3 = layers.Conv2d(
+            8 * c, 4 * c, 1, use_bias=cfg.bias, rngs=rngs, **conv_kw
+        )
+        self.decoder_level3 = blocks(4 * c, nb[2], heads[2])
+        self.up3_2 = Upsample(4 * c, rngs=rngs, **conv_kw)
+        self.reduce_chan_level2 = layers.Conv2d(
+            4 * c, 2 * c, 1, use_bias=cfg.bias, rngs=rngs, **conv_kw
+        )
+        self.decoder_level2 = blocks(2 * c, nb[1], heads[1])
+        self.up2_1 = Upsample(2 * c, rngs=rngs, **conv_kw)
+        self.decoder_level1 = blocks(2 * c, nb[0], heads[0])
+        self.refinement = blocks(2 * c, cfg.num_refinement_blocks, heads[0])
+        self.output = layers.Conv2d(2 * c, 3, 3, use_bias=cfg.bias, rngs=rngs, **conv_kw)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    (s1, s2, s3), x_lat = self.encoder(x)
-    y = run_blocks(self.latent, x_lat)
-    y = self.reduce_chan_level3(jnp.concatenate([self.up4_3(y), s3], axis=-1))
-    y = run_blocks(self.decoder_level3, y)
-    y = self.reduce_chan_level2(jnp.concatenate([self.up3_2(y), s2], axis=-1))
-    y = run_blocks(self.decoder_level2, y)
-    y = jnp.concatenate([self.up2_1(y), s1], axis=-1)
-    y = run_blocks(self.refinement, run_blocks(self.decoder_level1, y))
-    return self.output(y) + x
+    def __call__(self, x: jax.Array) -> jax.Array:
+        layers.check_images(x)
+        (s1, s2, s3), x_lat = self.encoder(x)
+        y = run_blocks(self.latent, x_lat)
+        y = self.reduce_chan_level3(jnp.concatenate([self.up4_3(y), s3], axis=-1))
+        y = run_blocks(self.decoder_level3, y)
+        y = self.reduce_chan_level2(jnp.concatenate([self.up3_2(y), s2], axis=-1))
+        y = run_blocks(self.decoder_level2, y)
+        y = jnp.concatenate([self.up2_1(y), s1], axis=-1)
+        y = run_blocks(self.refinement, run_blocks(self.decoder_level1, y))
+        return self.output(y) + x

@@ -93,6 +93,8 @@ def test_rebuilding_replaces_the_dataset(built, tmp_path):
     data_helpers.save(path, example)
     out = str(tmp_path / "tfds")
     builders.build("bsd68", {"test": [Example("a", path)] * 2}, out)
+    builders.build("bsd68", {"test": [Example("a", path)]}, out, overwrite=False)
+    assert builders.splits(out, "bsd68") == {"test": 2}  # kept
     builders.build("bsd68", {"test": [Example("a", path)]}, out)
-    assert builders.splits(out, "bsd68") == {"test": 1}
+    assert builders.splits(out, "bsd68") == {"test": 1}  # replaced
     assert sorted(os.listdir(out)) == ["hair_bsd68"]

@@ -80,8 +80,11 @@ def test_fractional_weight_takes_a_fixed_subset():
     _, entries = mixture_index(tasks, sources, sizes, {"derain": 1.5 / 120})
     assert len(entries) == 6  # 4 once, plus half of them again
     assert sorted(np.bincount(entries[:, 1]).tolist()) == [1, 1, 2, 2]
-    with pytest.raises(ValueError, match="weights for tasks not trained: \\['dehaze'\\]"):
-        mixture_index(tasks, sources, sizes, {"dehaze": 1.0})
+    assert len(mixture_index(tasks, sources, sizes, {"dehaze": 3.0})[1]) == 480
+    with pytest.raises(ValueError, match="weights for unknown tasks: \\['sharpen'\\]"):
+        mixture_index(tasks, sources, sizes, {"sharpen": 1.0})
+    with pytest.raises(ValueError, match="weight of derain must be >= 0, got -1.0"):
+        mixture_index(tasks, sources, sizes, {"derain": -1})
 
 
 def test_weighted_mixture_proportions_over_many_draws(data_dir):
@@ -223,3 +226,14 @@ def test_test_sets_follow_the_paper_protocol(data_dir):
         np.testing.assert_array_equal(np.round(image.degraded * 255), noisy)
         np.testing.assert_array_equal(again[i].degraded, image.degraded)
     assert not np.array_equal(sets["bsd68_15"][0].degraded, sets["bsd68_50"][0].degraded)
+
+
+def test_process_defaults_come_from_jax(data_dir):
+    import jax
+    assert (jax.process_index(), jax.process_count()) == (0, 1)
+    cfg = _cfg(data_dir, weights=WEIGHTED)
+    default = data.make_train_loader(cfg, global_batch_size=4, patch_size=32, seed=0)
+    explicit = _loader(cfg, batch=4)
+    np.testing.assert_array_equal(next(default)["degraded"], next(explicit)["degraded"])
+    with pytest.raises(ValueError, match="process_index 2 not in \\[0, 2\\)"):
+        _loader(cfg, batch=4, index=2, count=2)

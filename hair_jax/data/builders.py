@@ -21,35 +21,31 @@ from collections.abc import Mapping, Sequence
 import PIL.Image
 import tensorflow_datasets as tfds
 
-from hair_jax.data.layout import DataError, Example
+from hair_jax.data.layout import DATASETS_BY_NAME, DataError, Example
 
 VERSION = "1.0.0"
-
-
-def _open_rgb(path: str) -> PIL.Image.Image:
-    """Decodes an image fully (so truncation shows up now) as RGB."""
-    try:
-        with PIL.Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"unreadable or corrupt image {path}: {e}") from None
 
 
 def _encodable(image: str | bytes) -> tuple[str | bytes | PIL.Image.Image, tuple[int, int]]:
     """What to hand tfds for one image (a path or encoded bytes), and its (width, height).
 
-    RGB JPEG/PNG files are stored as they are (no re-encoding, no size blow-up
-    for JPEG); anything else (grayscale BSD400, BMP from WED) is converted to
-    RGB and stored as PNG. Encoded RGB bytes (the synthetic set) pass through.
+    Files are decoded fully here so that truncated or corrupt ones fail now,
+    naming the file. RGB JPEG/PNG files are stored as they are (no re-encoding,
+    no size blow-up for JPEG); anything else (grayscale BSD400, BMP from WED) is
+    converted to RGB and stored as PNG. Encoded RGB bytes (the synthetic set)
+    pass through.
     """
     if isinstance(image, bytes):
         with PIL.Image.open(io.BytesIO(image)) as img:
             return image, img.size
-    rgb = _open_rgb(image)
-    with PIL.Image.open(image) as raw:
-        as_is = raw.mode == "RGB" and raw.format in ("JPEG", "PNG")
-    return (image if as_is else rgb), rgb.size
+    try:
+        with PIL.Image.open(image) as img:
+            img.load()
+            if img.mode == "RGB" and img.format in ("JPEG", "PNG"):
+                return image, img.size
+            return img.convert("RGB"), img.size
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"unreadable or corrupt image {image}: {e}") from None
 
 
 class _HairBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -161,11 +157,13 @@ def dataset_dir(data_dir: str, name: str) -> str:
     return os.path.join(os.path.expanduser(data_dir), BUILDERS[name].name, VERSION)
 
 
-def build(name: str, examples: Mapping[str, Sequence[Example]], data_dir: str) -> str:
+def build(name: str, examples: Mapping[str, Sequence[Example]], data_dir: str,
+          overwrite: bool = True) -> str:
     """Builds dataset `name` from `examples` into `data_dir`, atomically.
 
     An existing build of the same dataset is replaced only after the new one
-    is complete.
+    is complete. With `overwrite=False` an existing build is kept (for several
+    processes building the same deterministic dataset at once).
 
     Returns:
       The dataset's directory.
@@ -182,6 +180,8 @@ def build(name: str, examples: Mapping[str, Sequence[Example]], data_dir: str) -
         builder.download_and_prepare()
         built = os.path.join(tmp, BUILDERS[name].name, VERSION)
         os.makedirs(os.path.dirname(final), exist_ok=True)
+        if os.path.exists(final) and not overwrite:
+            return final
         if os.path.exists(final):
             old = os.path.join(tmp, "old")
             os.replace(final, old)
@@ -208,7 +208,9 @@ def data_source(data_dir: str, name: str, split: str):
     """
     path = dataset_dir(data_dir, name)
     if split not in splits(data_dir, name):
+        spec = DATASETS_BY_NAME.get(name)
+        needs = f" from {spec.download}" if spec else ""
         raise FileNotFoundError(
             f"dataset {BUILDERS[name].name} split {split!r} not found in {data_dir}; "
-            "build it with `python -m hair_jax.data.prepare` (see docs/data.md)")
+            f"build it{needs} with `python -m hair_jax.data.prepare` (see docs/data.md)")
     return tfds.builder_from_directory(path).as_data_source(split)

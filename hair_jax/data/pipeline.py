@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
-import functools
 
 import grain
 import numpy as np
-from absl import logging
+from absl import flags, logging
 
 from hair_jax.data import builders, synthetic
 from hair_jax.data.config import TASKS, TRAIN_SOURCES, tasks_of, test_sets_of
@@ -44,8 +43,9 @@ def mixture_index(tasks, sources, sizes, weights=None, seed=0):
       tasks: task names to include.
       sources: task -> (dataset, split, repeats per epoch).
       sizes: (dataset, split) -> number of records.
-      weights: None or task -> multiplier of that task's repeats. A fractional
-        part takes that fraction of the records, a fixed random subset.
+      weights: None or task -> multiplier of that task's repeats (tasks not
+        listed keep 1). A fractional part takes that fraction of the records,
+        a fixed random subset.
       seed: picks the fractional subsets.
 
     Returns:
@@ -53,9 +53,11 @@ def mixture_index(tasks, sources, sizes, weights=None, seed=0):
       int64 array [N, 3] of (source id, record index, task id) rows.
     """
     weights = dict(weights or {})
-    unknown = set(weights) - set(tasks)
+    # Weights of known but untrained tasks are ignored, so one weights table
+    # can serve both the three- and five-task settings.
+    unknown = set(weights) - set(TASKS)
     if unknown:
-        raise ValueError(f"weights for tasks not trained: {sorted(unknown)}")
+        raise ValueError(f"weights for unknown tasks: {sorted(unknown)}")
     keys, rows = [], []
     for task in tasks:
         dataset, split, repeats = sources[task]
@@ -128,6 +130,7 @@ class _TrainExamples:
         self.local_batch, self.global_batch = local_batch, global_batch
         self.process_index = process_index
         self._sources = None
+        self._order = (-1, None)
 
     def __getstate__(self):
         # Readers hold open files: workers reopen their own.
@@ -138,10 +141,14 @@ class _TrainExamples:
         batch, offset = divmod(local_index, self.local_batch)
         return batch * self.global_batch + self.process_index * self.local_batch + offset
 
-    @functools.lru_cache(maxsize=2)
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The shuffled order of the mixture entries in `epoch`."""
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.entries))
+        cached_epoch, order = self._order
+        if cached_epoch != epoch:
+            # Threads may race to fill this; they compute the same permutation.
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.entries))
+            self._order = (epoch, order)
+        return order
 
     def entry(self, global_index: int) -> np.ndarray:
         """The (source id, record, task) of global stream position `global_index`."""
@@ -183,6 +190,16 @@ class TrainLoader:
 
     def __next__(self) -> dict[str, np.ndarray]:
         return next(self._iterator)
+
+    def close(self) -> None:
+        """Stops prefetching (and grain workers, if any). Idempotent."""
+        self._iterator.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def batch_entries(self, batch_index: int) -> np.ndarray:
         """The (source id, record, task id) rows of this process's batch `batch_index`.
@@ -255,6 +272,9 @@ def make_train_loader(data_cfg, *, global_batch_size: int, patch_size: int, seed
     iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(
         num_threads=data_cfg.num_threads, prefetch_buffer_size=data_cfg.prefetch))
     if data_cfg.num_workers > 0:
+        # grain's workers read absl flags; outside absl.app.run nothing parses them.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
         iter_dataset = iter_dataset.mp_prefetch(
             grain.MultiprocessingOptions(num_workers=data_cfg.num_workers))
     return TrainLoader(iter_dataset, examples, tasks)

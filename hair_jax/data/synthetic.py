@@ -84,13 +84,17 @@ def is_built(data_dir: str) -> bool:
     return all(builders.splits(data_dir, name) for name in ("synthetic_clean", "synthetic"))
 
 
-def build(data_dir: str) -> None:
+def build(data_dir: str, overwrite: bool = True) -> None:
     """Builds both synthetic datasets into `data_dir` (a few seconds, offline)."""
     for name, splits in examples().items():
-        builders.build(name, splits, data_dir)
+        builders.build(name, splits, data_dir, overwrite=overwrite)
 
 
 def ensure_built(data_dir: str) -> None:
-    """Builds the synthetic datasets unless they are already there."""
+    """Builds the synthetic datasets unless they are already there.
+
+    Several processes (hosts sharing a disk) may call this at once: each
+    builds privately, and the first to finish wins; the build is deterministic.
+    """
     if not is_built(data_dir):
-        build(data_dir)
+        build(data_dir, overwrite=False)

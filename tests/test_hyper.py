@@ -1,0 +1,126 @@
+"""The generic HAIR mechanism: per-image weights, Proposition 1, genericity."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from hair_jax import hyper, layers, restormer
+
+KERNELS = nnx.PathContains("kernel")
+
+
+def _x(shape, seed=0):
+    return jnp.asarray(np.random.RandomState(seed).rand(*shape), jnp.float32)
+
+
+def _selector(b, n, seed=1):
+    return jax.nn.softmax(jnp.asarray(np.random.RandomState(seed).randn(b, n) * 2, jnp.float32))
+
+
+class ResBlock(nnx.Module):
+    """A block that is not Restormer's: x + conv3x3(gelu(conv3x3(x)))."""
+
+    def __init__(self, ch, *, impl="auto", rngs):
+        self.conv1 = layers.Conv2d(ch, ch, 3, use_bias=True, impl=impl, rngs=rngs)
+        self.conv2 = layers.Conv2d(ch, ch, 3, use_bias=True, impl=impl, rngs=rngs)
+
+    def __call__(self, x):
+        return x + self.conv2(jax.nn.gelu(self.conv1(x)))
+
+
+def _per_image_loop(block: hyper.DynamicBlock, x, weights):
+    """Reference: run image b alone with weights[b]."""
+    outs = []
+    for b in range(x.shape[0]):
+        w_b = jax.tree.map(lambda w: w[b], weights)
+        outs.append(nnx.merge(block.graphdef, w_b, block.static)(x[b : b + 1])[0])
+    return jnp.stack(outs)
+
+
+BLOCKS = {
+    "restormer_auto": lambda r: restormer.TransformerBlock(8, 2, 2.66, rngs=r),
+    "restormer_lax": lambda r: restormer.TransformerBlock(8, 2, 2.66, impl="lax", rngs=r),
+    "resblock": lambda r: ResBlock(6, rngs=r),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_per_image_weights_equal_python_loop(name):
+    make = BLOCKS[name]
+    bank = hyper.WeightBank(make, 4, KERNELS, rngs=nnx.Rngs(0))
+    block = hyper.DynamicBlock(make(nnx.Rngs(1)), KERNELS)
+    x = _x((3, 8, 8, 8 if "restormer" in name else 6))
+    weights = bank.mix(_selector(3, 4))
+    got = jax.jit(lambda x, w: block(x, w))(x, weights)
+    np.testing.assert_allclose(got, _per_image_loop(block, x, weights), atol=2e-5)
+    # Different images really got different weights.
+    assert not np.allclose(got[0], block(x[:1].repeat(3, 0), weights)[1], atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "impl,k,groups", [("lax", 3, 1), ("auto", 1, 1), ("auto", 3, 6), ("lax", 3, 6)]
+)
+def test_proposition_1_mixed_conv_equals_mixture_of_convs(impl, k, groups):
+    make = lambda r: layers.Conv2d(6, 6, k, groups=groups, impl=impl, rngs=r)
+    bank = hyper.WeightBank(make, 5, KERNELS, rngs=nnx.Rngs(0))
+    conv = hyper.DynamicBlock(make(nnx.Rngs(1)), KERNELS)
+    x, sel = _x((2, 7, 9, 6)), _selector(2, 5)
+    mixed = conv(x, bank.mix(sel))
+    kernels = bank.weights["kernel"][...]  # [num_box, kh, kw, in/g, out]
+    per_box = []
+    for i in range(5):
+        c = make(nnx.Rngs(2))
+        c.kernel[...] = kernels[i]
+        per_box.append(c(x))
+    want = jnp.einsum("bn,nbhwc->bhwc", sel, jnp.stack(per_box))
+    np.testing.assert_allclose(mixed, want, atol=1e-5)
+
+
+def test_bank_boxes_are_independent_default_inits():
+    make = lambda r: layers.Conv2d(16, 16, 3, rngs=r)
+    bank = hyper.WeightBank(make, 3, KERNELS, rngs=nnx.Rngs(0))
+    w = np.asarray(bank.weights["kernel"][...])
+    assert w.shape == (3, 3, 3, 16, 16)
+    bound = 1 / np.sqrt(16 * 9)
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
+    assert not np.allclose(w[0], w[1])
+
+
+def test_hsn_is_a_softmax_over_boxes():
+    hsn = hyper.HSN(32, 7, rngs=nnx.Rngs(0))
+    assert [layer.kernel.shape for layer in hsn.layers] == [(32, 16), (16, 8), (8, 4), (4, 7)]
+    s = hsn(_x((5, 32)))
+    assert s.shape == (5, 7)
+    np.testing.assert_allclose(s.sum(-1), 1.0, atol=1e-6)
+
+
+def test_hyper_level_with_second_block_type_trains_every_part():
+    level = hyper.HyperLevel(
+        lambda r: ResBlock(6, rngs=r),
+        num_blocks=2,
+        num_box=3,
+        giv_dim=16,
+        dynamic=KERNELS,
+        rngs=nnx.Rngs(0),
+    )
+    # Only the biases stay static in each block; the kernels live in the bank.
+    static = nnx.to_flat_state(nnx.state(level.blocks[0], nnx.Param))
+    assert sorted(".".join(map(str, k)) for k, _ in static) == [
+        "static.conv1.bias",
+        "static.conv2.bias",
+    ]
+    x, giv = _x((2, 8, 8, 6)), _x((2, 16), seed=5)
+    graphdef, state = nnx.split(level)
+    loss = lambda s: jnp.mean(nnx.merge(graphdef, s)(x, giv) ** 2)
+    grads = jax.grad(loss)(state)
+    flat = {".".join(map(str, k)): np.asarray(v.get_value()) for k, v in nnx.to_flat_state(grads)}
+    for key in (
+        "bank.weights.conv1.kernel",
+        "bank.weights.conv2.kernel",
+        "hsns.0.layers.0.kernel",
+        "hsns.1.layers.3.kernel",
+        "blocks.1.static.conv2.bias",
+    ):
+        assert np.abs(flat[key]).max() > 0, key
