@@ -37,8 +37,13 @@ def _measure(what, jitted, args, repeats, **info):
     jax.block_until_ready(compiled(*args))  # warm-up
     mem = compiled.memory_analysis()
     temp_mb = getattr(mem, "temp_size_in_bytes", 0) / 2**20 if mem else None
-    row = dict(what=what, **info, s=round(_best(lambda: compiled(*args), repeats), 4),
-               compile_s=round(compile_s, 1), temp_mb=temp_mb and round(temp_mb))
+    row = dict(
+        what=what,
+        **info,
+        s=round(_best(lambda: compiled(*args), repeats), 4),
+        compile_s=round(compile_s, 1),
+        temp_mb=temp_mb and round(temp_mb),
+    )
     print(json.dumps(row), flush=True)
 
 
@@ -71,8 +76,13 @@ def main():
         b = args.train_batch
         x = jnp.asarray(rng.rand(b, 128, 128, 3), jnp.float32)
         y = jnp.asarray(rng.rand(b, 128, 128, 3), jnp.float32)
-        _measure(f"train step {b}x128x128", jax.jit(step), (params, opt.init(params), x, y),
-                 args.repeats, **info)
+        _measure(
+            f"train step {b}x128x128",
+            jax.jit(step),
+            (params, opt.init(params), x, y),
+            args.repeats,
+            **info,
+        )
 
 
 if __name__ == "__main__":

@@ -13,19 +13,20 @@ i.e. 3,486 steps at batch 32 (drop_last), 522,900 steps in all.
 Expected: about 30.98 / 38.59 / 34.16 / 31.51 / 28.24 dB (SOTS, Rain100L,
 BSD68 s15/s25/s50; average 32.70) for the published checkpoint.
 """
+
 from configs import common
 
 
 def get_config():
-  config = common.get_base_config()
-  config.name = 'res_hair_3d'
-  config.model.variant = 'res_hair'
-  config.data.name = 'all_in_one_3d'
-  t = config.train
-  t.global_batch_size = 32
-  t.patch_size = 128
-  common.set_epochs(t, num_epochs=150, warmup_epochs=15, steps_per_epoch=3486)
-  t.log_every = 100
-  t.image_every = 5000
-  t.checkpoint_every = 5000
-  return config
+    config = common.get_base_config()
+    config.name = "res_hair_3d"
+    config.model.variant = "res_hair"
+    config.data.name = "all_in_one_3d"
+    t = config.train
+    t.global_batch_size = 32
+    t.patch_size = 128
+    common.set_epochs(t, num_epochs=150, warmup_epochs=15, steps_per_epoch=3486)
+    t.log_every = 100
+    t.image_every = 5000
+    t.checkpoint_every = 5000
+    return config

@@ -322,8 +322,7 @@ class _Unpickler(pickle.Unpickler):
 # --------------------------------------------------------------------------
 
 # Exceptions zipfile raises for damaged archives or records.
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError,
-               NotImplementedError, RuntimeError)
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
 
 
 def _open_zip(path: str) -> zipfile.ZipFile:
@@ -370,8 +369,11 @@ def _read_record(zf: zipfile.ZipFile, name: str, path: str, context: str = "") -
 
 def _archive_prefix(zf: zipfile.ZipFile, path: str) -> str:
     """Returns ``<archive>/``, the folder holding data.pkl."""
-    prefixes = [n[: -len("data.pkl")] for n in zf.namelist()
-                if n.endswith("/data.pkl") and n.count("/") == 1]
+    prefixes = [
+        n[: -len("data.pkl")]
+        for n in zf.namelist()
+        if n.endswith("/data.pkl") and n.count("/") == 1
+    ]
     if not prefixes:
         raise _error(path, "no <archive>/data.pkl record; not a torch.save file")
     if len(prefixes) > 1:
@@ -387,8 +389,9 @@ class _StorageReader:
         self._cache: dict[str, np.ndarray] = {}
         byteorder = "little"
         if prefix + "byteorder" in zf.namelist():
-            byteorder = _read_record(zf, prefix + "byteorder", path).decode(
-                "ascii", "replace").strip()
+            byteorder = (
+                _read_record(zf, prefix + "byteorder", path).decode("ascii", "replace").strip()
+            )
         if byteorder not in ("little", "big"):
             raise _error(path, f"unknown byteorder record {byteorder!r:.40}")
         self._byteorder = "<" if byteorder == "little" else ">"
@@ -414,12 +417,15 @@ class _StorageReader:
         flat = self.storage(ref.storage, key_name)
         size, stride, offset = ref.size, ref.stride, ref.offset
         if len(size) != len(stride) or any(v < 0 for v in size + stride + (offset,)):
-            raise _error(self._path, f"tensor {key_name!r}: bad size {size} / "
-                         f"stride {stride} / offset {offset}")
+            raise _error(
+                self._path,
+                f"tensor {key_name!r}: bad size {size} / stride {stride} / offset {offset}",
+            )
         count = int(np.prod(size, dtype=object)) if size else 1
         if count > _MAX_ELEMENTS:
-            raise _error(self._path, f"tensor {key_name!r}: {count} elements is "
-                         "more than this reader allows")
+            raise _error(
+                self._path, f"tensor {key_name!r}: {count} elements is more than this reader allows"
+            )
         if count == 0:
             out = np.zeros(size, dtype=flat.dtype)
         else:
@@ -434,8 +440,8 @@ class _StorageReader:
                 )
             item = flat.dtype.itemsize
             view = np.lib.stride_tricks.as_strided(
-                flat[offset:], shape=size, strides=[s * item for s in stride],
-                writeable=False)
+                flat[offset:], shape=size, strides=[s * item for s in stride], writeable=False
+            )
             out = np.array(view, copy=True, order="C")
         return _to_output_dtype(out, ref.storage.storage_type)
 
@@ -460,13 +466,11 @@ def _to_output_dtype(array: np.ndarray, storage_type: _StorageType) -> np.ndarra
 def _select_state_dict(root: Any, path: str) -> Mapping:
     """Finds the name -> tensor mapping inside the unpickled object."""
     if not isinstance(root, Mapping):
-        raise _error(path, f"holds a {type(root).__name__}, not a state dict "
-                     "or checkpoint dict")
+        raise _error(path, f"holds a {type(root).__name__}, not a state dict or checkpoint dict")
     if "state_dict" in root:
         state = root["state_dict"]
         if not isinstance(state, Mapping):
-            raise _error(path, f"'state_dict' is a {type(state).__name__}, "
-                         "not a mapping")
+            raise _error(path, f"'state_dict' is a {type(state).__name__}, not a mapping")
         return state
     if not any(isinstance(v, (_TensorRef, _Unreadable)) for v in root.values()):
         raise _error(path, "no 'state_dict' entry and no tensors; not a checkpoint")
@@ -492,9 +496,8 @@ def _strip_prefixes(names: list[str]) -> dict[str, str]:
         changed = False
         for prefix in _WRAPPER_PREFIXES:
             # Never strip a name down to nothing.
-            if all(s.startswith(prefix) and len(s) > len(prefix)
-                   for s in stripped.values()):
-                stripped = {n: s[len(prefix):] for n, s in stripped.items()}
+            if all(s.startswith(prefix) and len(s) > len(prefix) for s in stripped.values()):
+                stripped = {n: s[len(prefix) :] for n, s in stripped.items()}
                 changed = True
     return stripped
 
@@ -530,16 +533,18 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         except Exception as e:  # noqa: BLE001 - any failure means a bad pickle
             # Nothing foreign runs during unpickling, so every exception here
             # comes from malformed data, not from code the file named.
-            raise _error(path, f"data.pkl is not a valid checkpoint pickle: "
-                         f"{type(e).__name__}: {e}") from None
+            raise _error(
+                path, f"data.pkl is not a valid checkpoint pickle: {type(e).__name__}: {e}"
+            ) from None
         state = _select_state_dict(root, path)
 
         for key, value in state.items():
             if not isinstance(key, str):
                 raise _error(path, f"state dict key {key!r:.80} is not a string")
             if not isinstance(value, _TensorRef):
-                raise _error(path, f"state dict entry {key!r} is "
-                             f"{_describe(value)}, not a readable tensor")
+                raise _error(
+                    path, f"state dict entry {key!r} is {_describe(value)}, not a readable tensor"
+                )
         reader = _StorageReader(zf, prefix, path)
         names = _strip_prefixes(list(state))
         return {names[k]: reader.tensor(v, k) for k, v in state.items()}

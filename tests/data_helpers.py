@@ -1,4 +1,5 @@
 """Tiny generated image folders in the reference layout, for the data tests."""
+
 from __future__ import annotations
 
 import os
@@ -53,28 +54,40 @@ def reference_layout(root: str) -> tuple[str, str]:
         save(j(train, "Denoise", f"img{i}.png"), image(48, 48, i))
     save(j(train, "Denoise", "wed.bmp"), image(48, 48, 3), mode="L")
     for n in (1, 2):
-        pair(j(train, "Derain/rainy", f"rain-{n}.png"),
-             j(train, "Derain/gt", f"norain-{n}.png"), 48, 48, 10 + n)
+        pair(
+            j(train, "Derain/rainy", f"rain-{n}.png"),
+            j(train, "Derain/gt", f"norain-{n}.png"),
+            48,
+            48,
+            10 + n,
+        )
     for n in (1, 2):
         save(j(train, "Dehaze/original", f"000{n}.jpg"), image(48, 48, 20 + n))
-    for i, name in enumerate(("part1/0001_0.8_0.04", "part1/0001_0.9_0.08",
-                              "part2/0002_0.8_0.04")):
+    for i, name in enumerate(("part1/0001_0.8_0.04", "part1/0001_0.9_0.08", "part2/0002_0.8_0.04")):
         save(j(train, "Dehaze/synthetic", name + ".jpg"), image(48, 48, 30 + i))
     for n in (1, 2):
-        pair(j(train, "Deblur/blur/GOPR01", f"00000{n}.png"),
-             j(train, "Deblur/sharp/GOPR01", f"00000{n}.png"), 48, 48, 40 + n)
+        pair(
+            j(train, "Deblur/blur/GOPR01", f"00000{n}.png"),
+            j(train, "Deblur/sharp/GOPR01", f"00000{n}.png"),
+            48,
+            48,
+            40 + n,
+        )
     pair(j(train, "Lowlight/low/1.png"), j(train, "Lowlight/high/1.png"), 48, 48, 50)
     for i in range(2):
         save(j(test, "denoise/bsd68", f"{i}.png"), image(50, 70, 60 + i))
     save(j(test, "denoise/urban100", "u.png"), image(48, 48, 62))
-    pair(j(test, "derain/Rain100L/input/rain-1.png"),
-         j(test, "derain/Rain100L/target/norain-1.png"), 48, 48, 70)
-    pair(j(test, "derain/Rain100L/input/x.png"),
-         j(test, "derain/Rain100L/target/x.png"), 48, 48, 71)
-    pair(j(test, "dehaze/input/0003_0.8_0.2.png"), j(test, "dehaze/target/0003.png"),
-         48, 48, 80)
-    pair(j(test, "deblur/GoPro/input/a.png"), j(test, "deblur/GoPro/target/a.png"),
-         48, 48, 90)
-    pair(j(test, "lowlight/LOL/input/1.png"), j(test, "lowlight/LOL/target/1.png"),
-         48, 48, 91)
+    pair(
+        j(test, "derain/Rain100L/input/rain-1.png"),
+        j(test, "derain/Rain100L/target/norain-1.png"),
+        48,
+        48,
+        70,
+    )
+    pair(
+        j(test, "derain/Rain100L/input/x.png"), j(test, "derain/Rain100L/target/x.png"), 48, 48, 71
+    )
+    pair(j(test, "dehaze/input/0003_0.8_0.2.png"), j(test, "dehaze/target/0003.png"), 48, 48, 80)
+    pair(j(test, "deblur/GoPro/input/a.png"), j(test, "deblur/GoPro/target/a.png"), 48, 48, 90)
+    pair(j(test, "lowlight/LOL/input/1.png"), j(test, "lowlight/LOL/target/1.png"), 48, 48, 91)
     return train, test

@@ -198,8 +198,11 @@ def _to_torch_name(ours: str) -> str:
     """Inverse of convert.our_name for the static Restormer (test-only)."""
     name = re.sub(r"^encoder\.patch_embed\.", "patch_embed.proj.", ours)
     name = re.sub(r"^encoder\.levels\.(\d)\.", lambda m: f"encoder_level{int(m[1]) + 1}.", name)
-    name = re.sub(r"^encoder\.downs\.(\d)\.conv\.",
-                  lambda m: f"down{int(m[1]) + 1}_{int(m[1]) + 2}.body.0.", name)
+    name = re.sub(
+        r"^encoder\.downs\.(\d)\.conv\.",
+        lambda m: f"down{int(m[1]) + 1}_{int(m[1]) + 2}.body.0.",
+        name,
+    )
     name = re.sub(r"^(up\d_\d)\.conv\.", r"\1.body.0.", name)
     name = re.sub(r"(norm\d)\.scale$", r"\1.body.weight", name)
     name = re.sub(r"(norm\d)\.bias$", r"\1.body.bias", name)
@@ -207,8 +210,14 @@ def _to_torch_name(ours: str) -> str:
 
 
 def test_restormer_state_dict_round_trip(tmp_path):
-    model = models.build_model("restormer", dim=8, num_blocks=(1, 2, 1, 2),
-                               num_refinement_blocks=1, heads=(1, 2, 2, 4), layer_norm="BiasFree")
+    model = models.build_model(
+        "restormer",
+        dim=8,
+        num_blocks=(1, 2, 1, 2),
+        num_refinement_blocks=1,
+        heads=(1, 2, 2, 4),
+        layer_norm="BiasFree",
+    )
     sd = {}
     for name, value in _params(model).items():
         if value.ndim == 4:

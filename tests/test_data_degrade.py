@@ -1,4 +1,5 @@
 """Degradation synthesis and the flip/rotation augmentation."""
+
 import numpy as np
 import pytest
 

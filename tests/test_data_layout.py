@@ -1,22 +1,32 @@
 """Folder layout, pairing rules and the data configuration."""
+
 import os
 
 import pytest
 
 import data_helpers
 from hair_jax import data
-from hair_jax.data.layout import (DATASETS_BY_NAME, DataError, clean_candidates,
-                                  default_folders, resolve_folders, split_examples)
+from hair_jax.data.layout import (
+    DATASETS_BY_NAME,
+    DataError,
+    clean_candidates,
+    default_folders,
+    resolve_folders,
+    split_examples,
+)
 
 
-@pytest.mark.parametrize("pairing,degraded,expected", [
-    ("rain", "rain-12.png", ["norain-12", "rain-12"]),
-    ("rain", "sub/rain-3.jpg", ["sub/norain-3", "sub/rain-3"]),
-    ("rain", "0001.png", ["0001"]),  # same-name ground truth
-    ("haze", os.path.join("part3", "0025_0.8_0.04.jpg"), ["0025"]),
-    ("haze", "1400_0.9_0.2.png", ["1400"]),
-    ("same", os.path.join("GOPR0384_11_00", "000001.png"), ["GOPR0384_11_00/000001"]),
-])
+@pytest.mark.parametrize(
+    "pairing,degraded,expected",
+    [
+        ("rain", "rain-12.png", ["norain-12", "rain-12"]),
+        ("rain", "sub/rain-3.jpg", ["sub/norain-3", "sub/rain-3"]),
+        ("rain", "0001.png", ["0001"]),  # same-name ground truth
+        ("haze", os.path.join("part3", "0025_0.8_0.04.jpg"), ["0025"]),
+        ("haze", "1400_0.9_0.2.png", ["1400"]),
+        ("same", os.path.join("GOPR0384_11_00", "000001.png"), ["GOPR0384_11_00/000001"]),
+    ],
+)
 def test_clean_candidates(pairing, degraded, expected):
     assert clean_candidates(pairing, degraded) == expected
 
@@ -43,11 +53,14 @@ def test_pairing_with_differing_extensions_and_duplicates(tmp_path):
     data_helpers.save(os.path.join(clean, "0007.png"), data_helpers.image(8, 8, 1))
     [ex] = split_examples(spec, "train", folders)
     assert (ex.name, ex.clean, ex.degraded) == (
-        "p/0007_1_0.1", os.path.join(clean, "0007.png"),
-        os.path.join(hazy, "p/0007_1_0.1.jpg"))
+        "p/0007_1_0.1",
+        os.path.join(clean, "0007.png"),
+        os.path.join(hazy, "p/0007_1_0.1.jpg"),
+    )
     data_helpers.save(os.path.join(clean, "0007.jpg"), data_helpers.image(8, 8, 1))
-    with pytest.raises(DataError, match="two clean images with one name in .*: "
-                                        "0007.jpg and 0007.png"):
+    with pytest.raises(
+        DataError, match="two clean images with one name in .*: 0007.jpg and 0007.png"
+    ):
         split_examples(spec, "train", folders)
 
 
@@ -62,8 +75,15 @@ def test_config_tasks_and_test_sets():
     cfg.name = "all_in_one_3d"
     assert data.tasks_of(cfg) == data.TASKS[:5]
     assert list(data.test_sets_of(cfg)) == [
-        "sots", "rain100l", "bsd68_15", "bsd68_25", "bsd68_50",
-        "urban100_15", "urban100_25", "urban100_50"]
+        "sots",
+        "rain100l",
+        "bsd68_15",
+        "bsd68_25",
+        "bsd68_50",
+        "urban100_15",
+        "urban100_25",
+        "urban100_50",
+    ]
     cfg.tasks = ("derain", "denoise_25")
     assert data.tasks_of(cfg) == ("denoise_25", "derain")  # TASKS order
     cfg.tasks = ("dehaze", "sharpen")

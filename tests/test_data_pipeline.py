@@ -1,4 +1,5 @@
 """The all-in-one training stream and the test-set protocol."""
+
 import io
 import json
 
@@ -36,12 +37,16 @@ def _pairs(n, seed, size=48):
 def data_dir(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("tfds"))
     grey = np.full((64, 64, 3), GREY, np.uint8)
-    builders.build("denoise_clean", {"train": [Example(f"g{i}", _png(grey))
-                                               for i in range(4)]}, out)
+    builders.build(
+        "denoise_clean", {"train": [Example(f"g{i}", _png(grey)) for i in range(4)]}, out
+    )
     builders.build("rain100l", {"train": _pairs(2, 10), "test": _pairs(1, 20)}, out)
     builders.build("reside", {"train": _pairs(3, 30)}, out)
-    builders.build("bsd68", {"test": [Example(f"b{i}", _png(data_helpers.image(50, 70, i)))
-                                      for i in range(2)]}, out)
+    builders.build(
+        "bsd68",
+        {"test": [Example(f"b{i}", _png(data_helpers.image(50, 70, i))) for i in range(2)]},
+        out,
+    )
     return out
 
 
@@ -56,16 +61,21 @@ def _cfg(data_dir, **overrides):
 
 
 def _loader(cfg, batch=16, patch=32, seed=0, index=0, count=1):
-    return data.make_train_loader(cfg, global_batch_size=batch, patch_size=patch, seed=seed,
-                                  process_index=index, process_count=count)
+    return data.make_train_loader(
+        cfg,
+        global_batch_size=batch,
+        patch_size=patch,
+        seed=seed,
+        process_index=index,
+        process_count=count,
+    )
 
 
 WEIGHTED = {"derain": 0.05, "dehaze": 4.0}  # per epoch: 4, 4, 4, 12, 12 examples
 
 
 def test_reference_proportions_per_epoch(data_dir):
-    sizes = {("denoise_clean", "train"): 4, ("rain100l", "train"): 2,
-             ("reside", "train"): 3}
+    sizes = {("denoise_clean", "train"): 4, ("rain100l", "train"): 2, ("reside", "train"): 3}
     keys, entries = mixture_index(data.TASKS[:5], TRAIN_SOURCES["all_in_one_3d"], sizes)
     assert keys == list(sizes)
     # Each clean image once per sigma, Rain100L x120, OTS once.
@@ -97,8 +107,10 @@ def test_weighted_mixture_proportions_over_many_draws(data_dir):
 def test_batches_have_the_contract_shapes_and_ranges(data_dir):
     batch = next(_loader(_cfg(data_dir, weights=WEIGHTED), batch=8, patch=48))
     assert {k: (v.shape, v.dtype.name) for k, v in batch.items()} == {
-        "degraded": ((8, 48, 48, 3), "float32"), "clean": ((8, 48, 48, 3), "float32"),
-        "task": ((8,), "int32")}
+        "degraded": ((8, 48, 48, 3), "float32"),
+        "clean": ((8, 48, 48, 3), "float32"),
+        "task": ((8,), "int32"),
+    }
     assert batch["degraded"].min() >= 0 and batch["degraded"].max() <= 1
 
 
@@ -127,7 +139,7 @@ def test_every_non_identity_flip_rotation_is_drawn():
 def _expected_noise_moments(sigma):
     """Mean and std of uint8(clip(GREY + sigma * z, 0, 255)) - GREY, z ~ N(0, 1)."""
     z = np.linspace(-10, 10, 400001)
-    pdf = np.exp(-z ** 2 / 2) / np.sqrt(2 * np.pi) * (z[1] - z[0])
+    pdf = np.exp(-(z**2) / 2) / np.sqrt(2 * np.pi) * (z[1] - z[0])
     x = np.floor(np.clip(GREY + sigma * z, 0, 255)) - GREY
     mean = np.sum(x * pdf)
     return mean, np.sqrt(np.sum((x - mean) ** 2 * pdf))
@@ -189,21 +201,29 @@ def test_two_processes_are_disjoint_and_cover_the_data(data_dir):
         for key in whole:
             np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
         rows += [s.batch_entries(k) for s in shards]
-    _, entries = mixture_index(data.TASKS[:5], TRAIN_SOURCES["all_in_one_3d"],
-                               {("denoise_clean", "train"): 4, ("rain100l", "train"): 2,
-                                ("reside", "train"): 3}, WEIGHTED)
+    _, entries = mixture_index(
+        data.TASKS[:5],
+        TRAIN_SOURCES["all_in_one_3d"],
+        {("denoise_clean", "train"): 4, ("rain100l", "train"): 2, ("reside", "train"): 3},
+        WEIGHTED,
+    )
     # Same multiset: every entry once, so no example is seen by both processes.
     assert sorted(map(tuple, np.concatenate(rows))) == sorted(map(tuple, entries))
 
 
 def test_bad_batch_and_small_images_raise(data_dir):
-    with pytest.raises(ValueError, match="global_batch_size 10 is not divisible by "
-                                         "process_count 4"):
+    with pytest.raises(
+        ValueError, match="global_batch_size 10 is not divisible by process_count 4"
+    ):
         _loader(_cfg(data_dir), batch=10, count=4)
-    with pytest.raises(ValueError, match="image 'tiny' is 16x32 after cropping to a multiple "
-                                         "of 16, smaller than the 32x32 patch"):
-        make_train_example(np.zeros((20, 40, 3), np.uint8), None, 0, 32,
-                           np.random.default_rng(0), name="tiny")
+    with pytest.raises(
+        ValueError,
+        match="image 'tiny' is 16x32 after cropping to a multiple "
+        "of 16, smaller than the 32x32 patch",
+    ):
+        make_train_example(
+            np.zeros((20, 40, 3), np.uint8), None, 0, 32, np.random.default_rng(0), name="tiny"
+        )
     with pytest.raises(FileNotFoundError, match="hair_gopro split 'train' not found"):
         _loader(_cfg(data_dir, name="all_in_one_5d"))
 
@@ -221,8 +241,9 @@ def test_test_sets_follow_the_paper_protocol(data_dir):
         assert image.clean.shape == (48, 64, 3)  # 50x70 cropped to multiples of 16
         clean_u8 = data_helpers.image(50, 70, int(image.name[1:]))[1:49, 3:67]
         np.testing.assert_array_equal(np.round(image.clean * 255), clean_u8)
-        noisy = add_gaussian_noise(clean_u8, 25, np.random.default_rng(
-            name_key("denoise_25", image.name)))
+        noisy = add_gaussian_noise(
+            clean_u8, 25, np.random.default_rng(name_key("denoise_25", image.name))
+        )
         np.testing.assert_array_equal(np.round(image.degraded * 255), noisy)
         np.testing.assert_array_equal(again[i].degraded, image.degraded)
     assert not np.array_equal(sets["bsd68_15"][0].degraded, sets["bsd68_50"][0].degraded)
@@ -230,6 +251,7 @@ def test_test_sets_follow_the_paper_protocol(data_dir):
 
 def test_process_defaults_come_from_jax(data_dir):
     import jax
+
     assert (jax.process_index(), jax.process_count()) == (0, 1)
     cfg = _cfg(data_dir, weights=WEIGHTED)
     default = data.make_train_loader(cfg, global_batch_size=4, patch_size=32, seed=0)

@@ -1,4 +1,5 @@
 """The prepare command: bad input gives one line and exit code 2, and no dataset."""
+
 import os
 import shutil
 import subprocess
@@ -17,8 +18,9 @@ def layout(tmp_path):
 
 
 def _run(capsys, train, test, data_dir, *extra):
-    code = prepare.main(["--train-root", train, "--test-root", test,
-                         "--data-dir", data_dir, *extra])
+    code = prepare.main(
+        ["--train-root", train, "--test-root", test, "--data-dir", data_dir, *extra]
+    )
     captured = capsys.readouterr()
     errors = [l for l in captured.err.splitlines() if l.startswith("error:")]
     return code, errors, captured.out
@@ -33,9 +35,11 @@ def test_missing_subfolder_of_a_present_dataset(layout, capsys):
     os.rename(os.path.join(train, "Derain/gt"), os.path.join(train, "Derain/groundtruth"))
     code, errors, _ = _run(capsys, train, test, data_dir)
     assert code == 2
-    assert errors == [f"error: missing folder {os.path.join(train, 'Derain/gt')}: "
-                      "download Rain100L (train: 200 rain-N/norain-N pairs; test: 100 "
-                      "pairs) and put it there"]
+    assert errors == [
+        f"error: missing folder {os.path.join(train, 'Derain/gt')}: "
+        "download Rain100L (train: 200 rain-N/norain-N pairs; test: 100 "
+        "pairs) and put it there"
+    ]
     assert _built(data_dir) == set()  # Nothing is built before everything is scanned.
 
 
@@ -44,8 +48,9 @@ def test_missing_dataset_of_a_requested_task(tmp_path, capsys):
     code, errors, _ = _run(capsys, train, test, str(tmp_path / "o"), "--tasks", "dehaze")
     assert code == 2
     assert len(errors) == 1
-    assert errors[0].startswith(f"error: missing folder {train}/Dehaze/original: download "
-                                "RESIDE OTS")
+    assert errors[0].startswith(
+        f"error: missing folder {train}/Dehaze/original: download RESIDE OTS"
+    )
 
 
 def test_missing_datasets_are_skipped_without_tasks(layout, capsys):
@@ -77,8 +82,9 @@ def test_degraded_image_without_clean_pair(layout, capsys):
     code, errors, _ = _run(capsys, train, test, data_dir)
     assert code == 2
     hazy = os.path.join(train, "Dehaze/synthetic", "part2/0002_0.8_0.04.jpg")
-    assert errors == [f"error: no clean pair for {hazy} in "
-                      f"{os.path.join(train, 'Dehaze/original')}"]
+    assert errors == [
+        f"error: no clean pair for {hazy} in {os.path.join(train, 'Dehaze/original')}"
+    ]
 
 
 @pytest.mark.parametrize("corruption", ["truncated", "not_an_image"])
@@ -87,7 +93,7 @@ def test_corrupt_image_leaves_no_dataset(layout, capsys, corruption):
     path = os.path.join(train, "Deblur/sharp/GOPR01/000002.png")
     data = open(path, "rb").read()
     with open(path, "wb") as f:
-        f.write(data[:len(data) // 2] if corruption == "truncated" else b"hello")
+        f.write(data[: len(data) // 2] if corruption == "truncated" else b"hello")
     code, errors, _ = _run(capsys, train, test, data_dir, "--tasks", "deblur")
     assert code == 2
     assert len(errors) == 1
@@ -105,8 +111,10 @@ def test_pair_of_different_sizes_keeps_the_previous_build(layout, capsys):
     data_helpers.save(low, data_helpers.image(40, 48, 0))
     code, errors, _ = _run(capsys, train, test, data_dir, "--tasks", "lowlight")
     assert code == 2
-    assert errors == [f"error: size mismatch: {low} is 48x40 but its clean pair "
-                      f"{os.path.join(train, 'Lowlight/high/1.png')} is 48x48"]
+    assert errors == [
+        f"error: size mismatch: {low} is 48x40 but its clean pair "
+        f"{os.path.join(train, 'Lowlight/high/1.png')} is 48x48"
+    ]
     assert builders.splits(data_dir, "lol") == before == {"train": 1, "test": 1}
 
 
@@ -114,8 +122,9 @@ def test_folder_override(layout, tmp_path, capsys):
     train, test, data_dir = layout
     moved = str(tmp_path / "elsewhere")
     os.rename(os.path.join(train, "Lowlight/high"), moved)
-    code, errors, _ = _run(capsys, train, test, data_dir, "--tasks", "lowlight",
-                           "--folder", f"lol_train_clean={moved}")
+    code, errors, _ = _run(
+        capsys, train, test, data_dir, "--tasks", "lowlight", "--folder", f"lol_train_clean={moved}"
+    )
     assert code == 0 and errors == []
     code, errors, _ = _run(capsys, train, test, data_dir, "--folder", "nope=/x")
     assert code == 2 and errors[0].startswith("error: unknown folder key 'nope'")
@@ -127,8 +136,12 @@ def test_success_prints_a_table_of_examples(layout, capsys):
     assert code == 0 and errors == []
     table = out.strip().splitlines()[-5:]
     assert [l.split() for l in table] == [
-        ["dataset", "split", "examples"], ["hair_rain100l", "train", "2"],
-        ["hair_rain100l", "test", "2"], ["hair_lol", "train", "1"], ["hair_lol", "test", "1"]]
+        ["dataset", "split", "examples"],
+        ["hair_rain100l", "train", "2"],
+        ["hair_rain100l", "test", "2"],
+        ["hair_lol", "train", "1"],
+        ["hair_lol", "test", "1"],
+    ]
 
 
 def test_command_line_exit_code(layout):
@@ -136,11 +149,26 @@ def test_command_line_exit_code(layout):
     os.remove(os.path.join(test, "lowlight/LOL/target/1.png"))
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     bad = subprocess.run(
-        [sys.executable, "-m", "hair_jax.data.prepare", "--train-root", train,
-         "--test-root", test, "--data-dir", data_dir, "--tasks", "lowlight"],
-        capture_output=True, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "hair_jax.data.prepare",
+            "--train-root",
+            train,
+            "--test-root",
+            test,
+            "--data-dir",
+            data_dir,
+            "--tasks",
+            "lowlight",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert bad.returncode == 2
     target = os.path.join(test, "lowlight/LOL/target")
     assert bad.stderr.strip().splitlines() == [
-        f"error: empty folder {target}: no .png/.jpg/.jpeg/.bmp/.tif/.tiff images"]
+        f"error: empty folder {target}: no .png/.jpg/.jpeg/.bmp/.tif/.tiff images"
+    ]
     assert not os.path.exists(data_dir)

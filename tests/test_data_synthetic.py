@@ -1,4 +1,5 @@
 """The embedded synthetic set: offline build, degradation strength, loaders."""
+
 import os
 import socket
 
@@ -43,8 +44,11 @@ def _cfg(data_dir, five=False):
 def test_builds_offline_with_a_fixed_split_by_image(data_dir):
     assert builders.splits(data_dir, "synthetic_clean") == {"train": 6, "test": 2}
     paired = builders.splits(data_dir, "synthetic")
-    assert paired == {f"{split}_{task}": 24 if split == "train" else 2
-                      for task in synthetic.PAIRED_TASKS for split in ("train", "test")}
+    assert paired == {
+        f"{split}_{task}": 24 if split == "train" else 2
+        for task in synthetic.PAIRED_TASKS
+        for split in ("train", "test")
+    }
     test = builders.data_source(data_dir, "synthetic_clean", "test")
     train = builders.data_source(data_dir, "synthetic_clean", "train")
     test_names = {test[i]["name"].decode() for i in range(len(test))}
@@ -87,19 +91,25 @@ def test_test_sets_are_small_and_cover_the_tasks(data_dir):
         assert len(images) == 2
         for image in images:
             assert image.degraded.shape == image.clean.shape == (192, 192, 3)
-            assert image.task == name[len("synthetic_"):]
+            assert image.task == name[len("synthetic_") :]
 
 
 def test_train_loader_uses_the_built_set_with_small_patches(data_dir):
     stamp = os.path.getmtime(builders.dataset_dir(data_dir, "synthetic"))
-    loader = data.make_train_loader(_cfg(data_dir, five=True), global_batch_size=8,
-                                    patch_size=32, seed=0, process_index=0,
-                                    process_count=1)
+    loader = data.make_train_loader(
+        _cfg(data_dir, five=True),
+        global_batch_size=8,
+        patch_size=32,
+        seed=0,
+        process_index=0,
+        process_count=1,
+    )
     assert os.path.getmtime(builders.dataset_dir(data_dir, "synthetic")) == stamp
     # 6 clean photos x 3 sigmas + 24 pairs x 4 paired tasks.
     assert loader.examples_per_epoch == 18 + 96
     tasks = np.concatenate([next(loader)["task"] for _ in range(4)])
     assert tasks.shape == (32,) and set(tasks) <= set(range(7))
-    counts = np.bincount(np.concatenate(
-        [loader.batch_entries(k)[:, 2] for k in range(0, 114 * 4 // 8)]), minlength=7)
+    counts = np.bincount(
+        np.concatenate([loader.batch_entries(k)[:, 2] for k in range(0, 114 * 4 // 8)]), minlength=7
+    )
     assert counts.tolist() == [24, 24, 24, 96, 96, 96, 96]  # 4 epochs exactly

@@ -137,9 +137,7 @@ def test_gradients_reach_bank_every_hsn_and_dac():
     for level in models.HYPER_LEVELS:
         assert flat[f"{level}.bank.weights.attn.qkv.kernel"] > 0, level
         assert flat[f"{level}.hsns.0.layers.0.kernel"] > 0, level
-    assert (
-        flat["dac.conv_in.kernel"] > 0 and flat["dac.mid_attn_1.q.kernel"] > 0
-    )
+    assert flat["dac.conv_in.kernel"] > 0 and flat["dac.mid_attn_1.q.kernel"] > 0
     assert all(np.isfinite(v) for v in flat.values())
 
 

@@ -19,7 +19,24 @@ import numpy as np
 import pytest
 
 from hair_jax.torch_pickle import CheckpointError, load_state_dict
-from torch_writer import (emit, Appends, Build, Ext, Global, Inst, NewObj, Raw, Reduce, SetItems, StackGlobal, dumps, f32, ordered_dict, tensor, write_torch_zip)
+from torch_writer import (
+    emit,
+    Appends,
+    Build,
+    Ext,
+    Global,
+    Inst,
+    NewObj,
+    Raw,
+    Reduce,
+    SetItems,
+    StackGlobal,
+    dumps,
+    f32,
+    ordered_dict,
+    tensor,
+    write_torch_zip,
+)
 
 DATA = Path(__file__).parent / "data"
 FIXTURE = DATA / "hair_dim16_ref.ckpt"
@@ -28,10 +45,9 @@ FIXTURE_IO = DATA / "hair_dim16_io.npz"
 
 # Storages shared by the synthetic checkpoints.
 S_W = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
-S_T = np.arange(6, dtype=np.float32) * 0.5          # viewed transposed
-S_O = np.arange(10, dtype=np.float32) - 3.0          # viewed with an offset
-STORAGES = {"0": f32(S_W), "1": f32(S_T), "2": f32(S_O),
-            "3": np.array([7], "<i8").tobytes()}
+S_T = np.arange(6, dtype=np.float32) * 0.5  # viewed transposed
+S_O = np.arange(10, dtype=np.float32) - 3.0  # viewed with an offset
+STORAGES = {"0": f32(S_W), "1": f32(S_T), "2": f32(S_O), "3": np.array([7], "<i8").tobytes()}
 
 
 def _sample_tensors(prefix: str = "") -> dict:
@@ -116,8 +132,9 @@ def test_fixture_values_match_raw_storage_and_reread(fixture_sd):
 
 def test_bare_and_module_prefixed_state_dicts_load_identically(tmp_path):
     bare = write_torch_zip(tmp_path / "bare.pt", dumps(ordered_dict(_sample_tensors())), STORAGES)
-    dp = write_torch_zip(tmp_path / "dp.pt", dumps(ordered_dict(_sample_tensors("module."))),
-                          STORAGES, archive="dp")
+    dp = write_torch_zip(
+        tmp_path / "dp.pt", dumps(ordered_dict(_sample_tensors("module."))), STORAGES, archive="dp"
+    )
     sd_bare, sd_dp = load_state_dict(bare), load_state_dict(dp)
     _assert_expected(sd_bare)
     _assert_expected(sd_dp)
@@ -139,23 +156,34 @@ def test_other_dtypes_and_big_endian(tmp_path):
     values = np.array([1.5, -2.25, 3.0, 0.0], np.float32)
     bf16 = (values.view(np.uint32) >> 16).astype("<u2")  # exact in bfloat16
     storages = {
-        "h": values.astype("<f2").tobytes(), "bf": bf16.tobytes(),
-        "d": values.astype("<f8").tobytes(), "i": np.array([1, -2], "<i4").tobytes(),
+        "h": values.astype("<f2").tobytes(),
+        "bf": bf16.tobytes(),
+        "d": values.astype("<f8").tobytes(),
+        "i": np.array([1, -2], "<i4").tobytes(),
         "b": np.array([True, False, True], "|b1").tobytes(),
     }
-    sd = {"h": tensor("h", (4,), storage="HalfStorage"),
-          "bf": tensor("bf", (2, 2), storage="BFloat16Storage"),
-          "d": tensor("d", (4,), storage="DoubleStorage"),
-          "i": tensor("i", (2,), storage="IntStorage"),
-          "b": tensor("b", (3,), storage="BoolStorage"),
-          # nn.Parameter pickles as _rebuild_parameter around the tensor.
-          "p": Reduce(Global("torch._utils", "_rebuild_parameter"),
-                      (tensor("h", (4,), storage="HalfStorage"), True, ordered_dict())),
-          # A tensor subclass pickles through _rebuild_from_type_v2.
-          "sub": Reduce(Global("torch._tensor", "_rebuild_from_type_v2"),
-                        (Global("torch._utils", "_rebuild_tensor_v2"),
-                         Global("torch.nn.parameter", "Parameter"),
-                         tensor("d", (4,), storage="DoubleStorage").args, {}))}
+    sd = {
+        "h": tensor("h", (4,), storage="HalfStorage"),
+        "bf": tensor("bf", (2, 2), storage="BFloat16Storage"),
+        "d": tensor("d", (4,), storage="DoubleStorage"),
+        "i": tensor("i", (2,), storage="IntStorage"),
+        "b": tensor("b", (3,), storage="BoolStorage"),
+        # nn.Parameter pickles as _rebuild_parameter around the tensor.
+        "p": Reduce(
+            Global("torch._utils", "_rebuild_parameter"),
+            (tensor("h", (4,), storage="HalfStorage"), True, ordered_dict()),
+        ),
+        # A tensor subclass pickles through _rebuild_from_type_v2.
+        "sub": Reduce(
+            Global("torch._tensor", "_rebuild_from_type_v2"),
+            (
+                Global("torch._utils", "_rebuild_tensor_v2"),
+                Global("torch.nn.parameter", "Parameter"),
+                tensor("d", (4,), storage="DoubleStorage").args,
+                {},
+            ),
+        ),
+    }
     out = load_state_dict(write_torch_zip(tmp_path / "dt.pt", dumps(sd), storages))
     for k in ("h", "d", "p", "sub"):
         assert out[k].dtype == np.float32
@@ -166,9 +194,13 @@ def test_other_dtypes_and_big_endian(tmp_path):
     assert out["b"].dtype == np.bool_ and out["b"].tolist() == [True, False, True]
 
     # The same tensors written big-endian, with a 'big' byteorder record.
-    big = {"h": values.astype(">f2").tobytes(), "bf": bf16.astype(">u2").tobytes(),
-           "d": values.astype(">f8").tobytes(), "i": np.array([1, -2], ">i4").tobytes(),
-           "b": storages["b"]}
+    big = {
+        "h": values.astype(">f2").tobytes(),
+        "bf": bf16.astype(">u2").tobytes(),
+        "d": values.astype(">f8").tobytes(),
+        "i": np.array([1, -2], ">i4").tobytes(),
+        "b": storages["b"],
+    }
     out_big = load_state_dict(write_torch_zip(tmp_path / "be.pt", dumps(sd), big, byteorder="big"))
     for k in out:
         assert out_big[k].dtype == out[k].dtype and out_big[k].dtype.isnative, k
@@ -202,8 +234,9 @@ def _load_outcome(path: Path) -> dict | None:
 def _check_payload(tmp_path: Path, payload: Any, marker: Path) -> None:
     """The payload, next to genuine tensors and in place of one, does nothing."""
     good = ordered_dict(_sample_tensors())
-    beside = write_torch_zip(tmp_path / "beside.ckpt",
-                              dumps({"state_dict": good, "callbacks": payload}), STORAGES)
+    beside = write_torch_zip(
+        tmp_path / "beside.ckpt", dumps({"state_dict": good, "callbacks": payload}), STORAGES
+    )
     out = _load_outcome(beside)
     assert not marker.exists()
     assert out is not None  # the payload sits outside the weights
@@ -224,7 +257,9 @@ def test_os_system_reduce_is_not_called(tmp_path):
     assert b"system" in real
     _check_payload(tmp_path, Raw(real[2:-1]), marker)
     _check_payload(tmp_path, Reduce(Global("os", "system"), (command,)), marker)
-    _check_payload(tmp_path, Reduce(StackGlobal("subprocess", "call"), (["touch", str(marker)],)), marker)
+    _check_payload(
+        tmp_path, Reduce(StackGlobal("subprocess", "call"), (["touch", str(marker)],)), marker
+    )
     _check_payload(tmp_path, Inst("os", "system", (command,)), marker)
 
 
@@ -232,12 +267,15 @@ def test_arbitrary_module_is_not_imported(tmp_path, monkeypatch):
     mod = f"evil_ckpt_mod_{os.getpid()}"
     marker = tmp_path / "imported"
     (tmp_path / f"{mod}.py").write_text(
-        f"open({str(marker)!r}, 'w').close()\ndef run(*a):\n    open({str(marker)!r}, 'w').close()\n")
+        f"open({str(marker)!r}, 'w').close()\ndef run(*a):\n    open({str(marker)!r}, 'w').close()\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         _check_payload(tmp_path, Reduce(Global(mod, "run"), ()), marker)
         _check_payload(tmp_path, NewObj(StackGlobal(mod, "run"), ()), marker)
-        _check_payload(tmp_path, Reduce(Global("webbrowser", "open"), ("http://example.com",)), marker)
+        _check_payload(
+            tmp_path, Reduce(Global("webbrowser", "open"), ("http://example.com",)), marker
+        )
         # EXT1 resolves through copyreg's registry; it must still not import.
         copyreg.add_extension(mod, "run", 0xE1)
         try:
@@ -260,8 +298,12 @@ def test_builtins_eval_and_getattr_chains_do_nothing(tmp_path):
         Reduce(Global("__builtin__", "exec"), (py_write,)),
         Reduce(system, (f"touch {marker}",)),
         # getattr on one of the allowed objects must not reach real attributes.
-        Reduce(Reduce(Global("builtins", "getattr"),
-                      (Global("collections", "OrderedDict"), "fromkeys")), ([1],)),
+        Reduce(
+            Reduce(
+                Global("builtins", "getattr"), (Global("collections", "OrderedDict"), "fromkeys")
+            ),
+            ([1],),
+        ),
         Reduce(Global("numpy.testing._private.utils", "runstring"), (py_write, {})),
     ):
         _check_payload(tmp_path, payload, marker)
@@ -286,7 +328,9 @@ def test_payloads_are_live_under_plain_pickle(tmp_path, monkeypatch):
         Raw(pickle.dumps(_SystemCall(f"touch {marks[0]}"), protocol=2)[2:-1]),
         Reduce(Global("os", "system"), (f"touch {marks[1]}",)),
         Reduce(Global("builtins", "eval"), (f"open({str(marks[2])!r}, 'w').close()",)),
-        Reduce(Reduce(Global("builtins", "getattr"), (os_module, "system")), (f"touch {marks[3]}",)),
+        Reduce(
+            Reduce(Global("builtins", "getattr"), (os_module, "system")), (f"touch {marks[3]}",)
+        ),
     ]
     for payload, mark in zip(payloads, marks):
         pickle.loads(dumps(payload))
@@ -311,33 +355,57 @@ def test_loader_objects_cannot_be_mutated_by_build(tmp_path):
 def test_lightning_checkpoint_with_foreign_objects(tmp_path):
     np_dtype = Reduce(Global("numpy", "dtype"), ("f8", False, True))
     np_dtype_built = Build(np_dtype, (3, "<", None, None, None, -1, -1, 0))
-    attr_dict = SetItems(Reduce(Global("lightning.fabric.utilities.data", "AttributeDict"), ()),
-                         {"dim": 16, "lr": 2e-4, "dtype": Global("torch", "float32")})
+    attr_dict = SetItems(
+        Reduce(Global("lightning.fabric.utilities.data", "AttributeDict"), ()),
+        {"dim": 16, "lr": 2e-4, "dtype": Global("torch", "float32")},
+    )
     namespace = Build(NewObj(Global("argparse", "Namespace"), ()), {"lr": 2e-4, "epochs": 3})
     np_array = Build(
-        Reduce(Global("numpy.core.multiarray", "_reconstruct"), (Global("numpy", "ndarray"), (0,), b"b")),
-        (1, (2,), np_dtype_built, False, b"\x00" * 16))
-    state_dict = Build(ordered_dict(_sample_tensors("net.")),
-                       {"_metadata": ordered_dict({"": {"version": 1}})})
+        Reduce(
+            Global("numpy.core.multiarray", "_reconstruct"),
+            (Global("numpy", "ndarray"), (0,), b"b"),
+        ),
+        (1, (2,), np_dtype_built, False, b"\x00" * 16),
+    )
+    state_dict = Build(
+        ordered_dict(_sample_tensors("net.")), {"_metadata": ordered_dict({"": {"version": 1}})}
+    )
     ckpt = {
-        "epoch": 0, "global_step": 1, "pytorch-lightning_version": "2.1.0",
+        "epoch": 0,
+        "global_step": 1,
+        "pytorch-lightning_version": "2.1.0",
         "state_dict": state_dict,
         "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 1}}}},
-        "callbacks": {"ModelCheckpoint{'monitor': None}": {
-            "best_model_score": tensor("2", (), offset=1, numel=10),
-            "dirpath": Reduce(Global("pathlib", "PosixPath"), ("/tmp", "x"))}},
-        "optimizer_states": [{
-            "state": {0: {"step": tensor("3", (), storage="LongStorage"),
-                          "exp_avg": tensor("0", (2, 3, 4)),
-                          "missing_storage": tensor("99", (5,)),
-                          "bad_view": _malformed_tensor()}},
-            "param_groups": [{"lr": 2e-4, "betas": (0.9, 0.999), "params": [0, 1],
-                              "foreach": None}]}],
-        "lr_schedulers": [Appends(Reduce(Global("torch.optim.lr_scheduler", "LambdaLR"), ()), [1, 2])],
+        "callbacks": {
+            "ModelCheckpoint{'monitor': None}": {
+                "best_model_score": tensor("2", (), offset=1, numel=10),
+                "dirpath": Reduce(Global("pathlib", "PosixPath"), ("/tmp", "x")),
+            }
+        },
+        "optimizer_states": [
+            {
+                "state": {
+                    0: {
+                        "step": tensor("3", (), storage="LongStorage"),
+                        "exp_avg": tensor("0", (2, 3, 4)),
+                        "missing_storage": tensor("99", (5,)),
+                        "bad_view": _malformed_tensor(),
+                    }
+                },
+                "param_groups": [
+                    {"lr": 2e-4, "betas": (0.9, 0.999), "params": [0, 1], "foreach": None}
+                ],
+            }
+        ],
+        "lr_schedulers": [
+            Appends(Reduce(Global("torch.optim.lr_scheduler", "LambdaLR"), ()), [1, 2])
+        ],
         "hparams_name": "hparams",
         "hyper_parameters": attr_dict,
         "namespace": namespace,
-        "np_scalar": Reduce(Global("numpy.core.multiarray", "scalar"), (np_dtype_built, b"\x00" * 8)),
+        "np_scalar": Reduce(
+            Global("numpy.core.multiarray", "scalar"), (np_dtype_built, b"\x00" * 8)
+        ),
         "np_array": np_array,
         "device": Reduce(Global("torch", "device"), ("cuda", 0)),
     }
@@ -450,26 +518,29 @@ def _directory(tmp_path):
     return p
 
 
-@pytest.mark.parametrize("make, expect", [
-    (_missing, "no such file"),
-    (_text, "not a zip"),
-    (_legacy, "torch>=1.6"),
-    (_truncated, "truncated or corrupt zip"),
-    (_no_data_pkl, "data.pkl"),
-    (_missing_storage, "missing record 'archive/data/2'"),
-    (_storage_too_small, "too few"),
-    (_stride_out_of_bounds, "too few"),
-    (_short_storage_record, "norm.bias"),
-    (_crc_error, "CRC"),
-    (_list_of_ints, "not a state dict"),
-    (_dict_without_tensors, "no 'state_dict'"),
-    (_bad_protocol, "protocol"),
-    (_cut_pickle, "not a valid checkpoint pickle"),
-    (_non_tensor_entry, "argparse.Namespace"),
-    (_unsupported_storage, "ComplexFloatStorage"),
-    (_malformed_view, "'w.x' is tensor with malformed"),
-    (_directory, "not a regular file"),
-])
+@pytest.mark.parametrize(
+    "make, expect",
+    [
+        (_missing, "no such file"),
+        (_text, "not a zip"),
+        (_legacy, "torch>=1.6"),
+        (_truncated, "truncated or corrupt zip"),
+        (_no_data_pkl, "data.pkl"),
+        (_missing_storage, "missing record 'archive/data/2'"),
+        (_storage_too_small, "too few"),
+        (_stride_out_of_bounds, "too few"),
+        (_short_storage_record, "norm.bias"),
+        (_crc_error, "CRC"),
+        (_list_of_ints, "not a state dict"),
+        (_dict_without_tensors, "no 'state_dict'"),
+        (_bad_protocol, "protocol"),
+        (_cut_pickle, "not a valid checkpoint pickle"),
+        (_non_tensor_entry, "argparse.Namespace"),
+        (_unsupported_storage, "ComplexFloatStorage"),
+        (_malformed_view, "'w.x' is tensor with malformed"),
+        (_directory, "not a regular file"),
+    ],
+)
 def test_bad_inputs_raise_one_line_checkpoint_error(tmp_path, make, expect):
     path = make(tmp_path)
     with pytest.raises(CheckpointError) as info:

@@ -121,7 +121,9 @@ def emit(obj: Any) -> bytes:
     if isinstance(obj, Build):
         return emit(obj.obj) + emit(obj.state) + b"b"
     if isinstance(obj, SetItems):
-        return emit(obj.obj) + b"(" + b"".join(emit(k) + emit(v) for k, v in obj.items.items()) + b"u"
+        return (
+            emit(obj.obj) + b"(" + b"".join(emit(k) + emit(v) for k, v in obj.items.items()) + b"u"
+        )
     if isinstance(obj, Appends):
         return emit(obj.obj) + b"(" + b"".join(emit(x) for x in obj.items) + b"e"
     if isinstance(obj, PersId):
@@ -140,8 +142,14 @@ def ordered_dict(items: dict | None = None) -> Any:
     return SetItems(od, items) if items else od
 
 
-def tensor(key: str, size: tuple, stride: tuple | None = None, offset: int = 0,
-           numel: int | None = None, storage: str = "FloatStorage") -> Reduce:
+def tensor(
+    key: str,
+    size: tuple,
+    stride: tuple | None = None,
+    offset: int = 0,
+    numel: int | None = None,
+    storage: str = "FloatStorage",
+) -> Reduce:
     """A tensor as torch pickles it: _rebuild_tensor_v2 over a storage id."""
     if stride is None:  # C-contiguous
         stride, acc = [], 1
@@ -152,12 +160,19 @@ def tensor(key: str, size: tuple, stride: tuple | None = None, offset: int = 0,
     if numel is None:
         numel = offset + int(np.prod(size))
     pid = PersId(("storage", Global("torch", storage), key, "cpu", numel))
-    return Reduce(Global("torch._utils", "_rebuild_tensor_v2"),
-                  (pid, offset, tuple(size), tuple(stride), False, ordered_dict()))
+    return Reduce(
+        Global("torch._utils", "_rebuild_tensor_v2"),
+        (pid, offset, tuple(size), tuple(stride), False, ordered_dict()),
+    )
 
 
-def write_torch_zip(path: Path, data_pkl: bytes | None, storages: dict[str, bytes],
-                     archive: str = "archive", byteorder: str | None = "little") -> Path:
+def write_torch_zip(
+    path: Path,
+    data_pkl: bytes | None,
+    storages: dict[str, bytes],
+    archive: str = "archive",
+    byteorder: str | None = "little",
+) -> Path:
     """Writes torch.save's zip layout (stored, uncompressed, like torch)."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
         if data_pkl is not None:
@@ -172,7 +187,6 @@ def write_torch_zip(path: Path, data_pkl: bytes | None, storages: dict[str, byte
 
 def f32(values) -> bytes:
     return np.asarray(values, dtype="<f4").tobytes()
-
 
 
 def write_state_dict(path: Path, sd: dict, lightning: bool = True) -> Path:

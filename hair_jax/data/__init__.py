@@ -6,6 +6,7 @@ Public API:
   load_test_sets, TestImage, TestSet: evaluation data after the paper protocol.
   DataError: bad input found while preparing datasets.
 """
+
 import importlib
 
 from hair_jax.data.config import TASKS, default_config, default_data_dir, tasks_of, test_sets_of
@@ -13,8 +14,7 @@ from hair_jax.data.layout import DataError
 
 # The loader pulls in grain and jax (seconds); `python -m hair_jax.data.prepare`
 # needs neither, so those names are imported on first use (PEP 562).
-_FROM_PIPELINE = ("TestImage", "TestSet", "TrainLoader", "load_test_sets",
-                  "make_train_loader")
+_FROM_PIPELINE = ("TestImage", "TestSet", "TrainLoader", "load_test_sets", "make_train_loader")
 
 
 def __getattr__(name):
@@ -23,5 +23,12 @@ def __getattr__(name):
     raise AttributeError(f"module 'hair_jax.data' has no attribute {name!r}")
 
 
-__all__ = ["DataError", "TASKS", "default_config", "default_data_dir", "tasks_of",
-           "test_sets_of", *_FROM_PIPELINE]
+__all__ = [
+    "DataError",
+    "TASKS",
+    "default_config",
+    "default_data_dir",
+    "tasks_of",
+    "test_sets_of",
+    *_FROM_PIPELINE,
+]

@@ -10,6 +10,7 @@ A dataset is built into a temporary folder next to its destination and moved
 into place only when complete, so a failed build leaves nothing that looks
 usable.
 """
+
 from __future__ import annotations
 
 import io
@@ -55,10 +56,10 @@ class _HairBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       examples: split name -> examples; only needed to build, not to read.
       **kwargs: passed to `tfds.core.GeneratorBasedBuilder` (data_dir, ...).
     """
+
     VERSION = tfds.core.Version(VERSION)
     PAIRED = True
-    MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        "Build with `python -m hair_jax.data.prepare`; see docs/data.md.")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Build with `python -m hair_jax.data.prepare`; see docs/data.md."
 
     # tfds finds a builder's source folder (to look for a checksums file) with
     # the `importlib_resources` backport, which tfds does not install. Nothing
@@ -68,25 +69,29 @@ class _HairBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def code_path(cls):
         return None
 
-    def __init__(self, *, examples: Mapping[str, Sequence[Example]] | None = None,
-                 **kwargs):
+    def __init__(self, *, examples: Mapping[str, Sequence[Example]] | None = None, **kwargs):
         self._examples = examples or {}
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        features = {"clean": tfds.features.Image(shape=(None, None, 3)),
-                    "name": tfds.features.Text()}
+        features = {
+            "clean": tfds.features.Image(shape=(None, None, 3)),
+            "name": tfds.features.Text(),
+        }
         if self.PAIRED:
             features["degraded"] = tfds.features.Image(shape=(None, None, 3))
         return tfds.core.DatasetInfo(
-            builder=self, features=tfds.features.FeaturesDict(features),
-            supervised_keys=("degraded", "clean") if self.PAIRED else None)
+            builder=self,
+            features=tfds.features.FeaturesDict(features),
+            supervised_keys=("degraded", "clean") if self.PAIRED else None,
+        )
 
     def _split_generators(self, dl_manager):
         del dl_manager  # Nothing is downloaded.
-        return {split: self._generate_examples(examples)
-                for split, examples in self._examples.items()}
+        return {
+            split: self._generate_examples(examples) for split, examples in self._examples.items()
+        }
 
     def _generate_examples(self, examples):
         for index, ex in enumerate(examples):
@@ -97,7 +102,8 @@ class _HairBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 if size != clean_size:
                     raise DataError(
                         f"size mismatch: {ex.degraded} is {size[0]}x{size[1]} but its "
-                        f"clean pair {ex.clean} is {clean_size[0]}x{clean_size[1]}")
+                        f"clean pair {ex.clean} is {clean_size[0]}x{clean_size[1]}"
+                    )
                 record["degraded"] = degraded
             # The index keeps keys unique even when two sub-folders share a stem.
             yield f"{index:08d}", record
@@ -106,16 +112,19 @@ class _HairBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 # One registered class per dataset: TFDS names datasets after their class.
 class HairDenoiseClean(_HairBuilder):
     """BSD400 + WED clean images for on-the-fly denoising pairs."""
+
     PAIRED = False
 
 
 class HairBsd68(_HairBuilder):
     """BSD68 clean test images (noise is added at evaluation)."""
+
     PAIRED = False
 
 
 class HairUrban100(_HairBuilder):
     """Urban100 clean test images (noise is added at evaluation)."""
+
     PAIRED = False
 
 
@@ -137,6 +146,7 @@ class HairLol(_HairBuilder):
 
 class HairSyntheticClean(_HairBuilder):
     """Bundled photos (scikit-image) for on-the-fly noise; see synthetic.py."""
+
     PAIRED = False
 
 
@@ -145,9 +155,14 @@ class HairSynthetic(_HairBuilder):
 
 
 BUILDERS = {
-    "denoise_clean": HairDenoiseClean, "bsd68": HairBsd68,
-    "urban100": HairUrban100, "rain100l": HairRain100l, "reside": HairReside,
-    "gopro": HairGopro, "lol": HairLol, "synthetic_clean": HairSyntheticClean,
+    "denoise_clean": HairDenoiseClean,
+    "bsd68": HairBsd68,
+    "urban100": HairUrban100,
+    "rain100l": HairRain100l,
+    "reside": HairReside,
+    "gopro": HairGopro,
+    "lol": HairLol,
+    "synthetic_clean": HairSyntheticClean,
     "synthetic": HairSynthetic,
 }
 
@@ -157,8 +172,9 @@ def dataset_dir(data_dir: str, name: str) -> str:
     return os.path.join(os.path.expanduser(data_dir), BUILDERS[name].name, VERSION)
 
 
-def build(name: str, examples: Mapping[str, Sequence[Example]], data_dir: str,
-          overwrite: bool = True) -> str:
+def build(
+    name: str, examples: Mapping[str, Sequence[Example]], data_dir: str, overwrite: bool = True
+) -> str:
     """Builds dataset `name` from `examples` into `data_dir`, atomically.
 
     An existing build of the same dataset is replaced only after the new one
@@ -212,5 +228,6 @@ def data_source(data_dir: str, name: str, split: str):
         needs = f" from {spec.download}" if spec else ""
         raise FileNotFoundError(
             f"dataset {BUILDERS[name].name} split {split!r} not found in {data_dir}; "
-            f"build it{needs} with `python -m hair_jax.data.prepare` (see docs/data.md)")
+            f"build it{needs} with `python -m hair_jax.data.prepare` (see docs/data.md)"
+        )
     return tfds.builder_from_directory(path).as_data_source(split)

@@ -1,4 +1,5 @@
 """The data configuration and the task/dataset tables behind it."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,7 @@ import ml_collections
 from hair_jax.data import layout
 
 # Task-and-strength names; a task's position is its integer id in batches.
-TASKS = ("denoise_15", "denoise_25", "denoise_50", "derain", "dehaze", "deblur",
-         "lowlight")
+TASKS = ("denoise_15", "denoise_25", "denoise_50", "derain", "dehaze", "deblur", "lowlight")
 THREE_TASKS = TASKS[:5]
 
 # Training sources per configuration name: task -> (dataset, split, repeats per
@@ -29,8 +29,11 @@ _SYNTHETIC_SOURCES = {
     **{t: ("synthetic_clean", "train", 1) for t in THREE_TASKS[:3]},
     **{t: ("synthetic", f"train_{t}", 1) for t in TASKS[3:]},
 }
-TRAIN_SOURCES = {"all_in_one_3d": _REAL_SOURCES, "all_in_one_5d": _REAL_SOURCES,
-                 "synthetic": _SYNTHETIC_SOURCES}
+TRAIN_SOURCES = {
+    "all_in_one_3d": _REAL_SOURCES,
+    "all_in_one_5d": _REAL_SOURCES,
+    "synthetic": _SYNTHETIC_SOURCES,
+}
 
 # Test sets: set name -> (dataset, split, task). Noise is added to clean-only sets.
 _REAL_TESTS = {
@@ -45,8 +48,11 @@ _SYNTHETIC_TESTS = {
     **{f"synthetic_{t}": ("synthetic_clean", "test", t) for t in THREE_TASKS[:3]},
     **{f"synthetic_{t}": ("synthetic", f"test_{t}", t) for t in TASKS[3:]},
 }
-TEST_SETS = {"all_in_one_3d": _REAL_TESTS, "all_in_one_5d": _REAL_TESTS,
-             "synthetic": _SYNTHETIC_TESTS}
+TEST_SETS = {
+    "all_in_one_3d": _REAL_TESTS,
+    "all_in_one_5d": _REAL_TESTS,
+    "synthetic": _SYNTHETIC_TESTS,
+}
 # The paper's five-task table uses sigma 25 only.
 _DEFAULT_TESTS_5D = ("sots", "rain100l", "bsd68_25", "gopro", "lol")
 
@@ -85,8 +91,7 @@ def default_config() -> ml_collections.ConfigDict:
     cfg.data_dir = default_data_dir()
     cfg.train_root = "data/Train"
     cfg.test_root = "data/test"
-    cfg.folders = ml_collections.ConfigDict(
-        {k: None for k in layout.default_folders("", "")})
+    cfg.folders = ml_collections.ConfigDict({k: None for k in layout.default_folders("", "")})
     cfg.tasks = None
     cfg.weights = None
     cfg.test_sets = None

@@ -7,6 +7,7 @@ keeps every result independent of worker timing and evaluation order.
 
 Images are uint8 arrays of shape (H, W, 3); outputs are uint8 of the same shape.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -27,8 +28,7 @@ def name_key(*parts: str | int) -> list[int]:
     return [p if isinstance(p, int) else zlib.crc32(p.encode()) for p in parts]
 
 
-def add_gaussian_noise(image: np.ndarray, sigma: float,
-                       rng: np.random.Generator) -> np.ndarray:
+def add_gaussian_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Adds white Gaussian noise as the reference does.
 
     The reference computes `clip(x + sigma * N(0, 1), 0, 255).astype(uint8)`,
@@ -70,7 +70,7 @@ def crop_to_multiple(image: np.ndarray, base: int = 16) -> np.ndarray:
     """
     h, w = image.shape[:2]
     top, left = (h % base) // 2, (w % base) // 2
-    return image[top:top + h - h % base, left:left + w - w % base]
+    return image[top : top + h - h % base, left : left + w - w % base]
 
 
 def _line_kernel(length: int, angle_deg: float) -> np.ndarray:
@@ -140,8 +140,9 @@ def add_motion_blur(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     kernel = _line_kernel(int(rng.integers(9, 22)), rng.uniform(0, 180))
     kernel /= kernel.sum()
     x = image.astype(np.float32) / 255.0
-    out = np.stack([ndimage.convolve(x[..., c], kernel, mode="reflect")
-                    for c in range(x.shape[-1])], axis=-1)
+    out = np.stack(
+        [ndimage.convolve(x[..., c], kernel, mode="reflect") for c in range(x.shape[-1])], axis=-1
+    )
     return _to_uint8(out)
 
 

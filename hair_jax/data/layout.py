@@ -13,6 +13,7 @@ Extensions may differ between a pair (SOTS pairs .jpg inputs with .png targets).
 Problems are reported as a `DataError` whose message is one line naming the
 file or folder, so the `prepare` command can print it and exit with code 2.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,6 +33,7 @@ class Example:
 
     Images are file paths, or encoded PNG bytes for generated data.
     """
+
     name: str
     clean: str | bytes
     degraded: str | bytes | None = None
@@ -49,6 +51,7 @@ class DatasetSpec:
         folders relative to the train or test root.
       download: what to download, for the error message when it is missing.
     """
+
     name: str
     task: str
     pairing: str
@@ -62,32 +65,67 @@ class DatasetSpec:
 
 
 DATASETS = (
-    DatasetSpec("denoise_clean", "denoise", "clean",
-                {"train": ("train", None, "Denoise")},
-                "BSD400 and WED (Waterloo Exploration Database) clean images, "
-                "all in one folder"),
-    DatasetSpec("bsd68", "denoise", "clean",
-                {"test": ("test", None, "denoise/bsd68")}, "the BSD68 test images"),
-    DatasetSpec("urban100", "denoise", "clean",
-                {"test": ("test", None, "denoise/urban100")},
-                "the Urban100 test images"),
-    DatasetSpec("rain100l", "derain", "rain",
-                {"train": ("train", "Derain/rainy", "Derain/gt"),
-                 "test": ("test", "derain/Rain100L/input", "derain/Rain100L/target")},
-                "Rain100L (train: 200 rain-N/norain-N pairs; test: 100 pairs)"),
-    DatasetSpec("reside", "dehaze", "haze",
-                {"train": ("train", "Dehaze/synthetic", "Dehaze/original"),
-                 "test": ("test", "dehaze/input", "dehaze/target")},
-                "RESIDE OTS (train: hazy <id>_<A>_<beta>.jpg and clean <id>.jpg) "
-                "and SOTS outdoor (test)"),
-    DatasetSpec("gopro", "deblur", "same",
-                {"train": ("train", "Deblur/blur", "Deblur/sharp"),
-                 "test": ("test", "deblur/GoPro/input", "deblur/GoPro/target")},
-                "GoPro (blur and sharp frames, one sub-folder per sequence)"),
-    DatasetSpec("lol", "lowlight", "same",
-                {"train": ("train", "Lowlight/low", "Lowlight/high"),
-                 "test": ("test", "lowlight/LOL/input", "lowlight/LOL/target")},
-                "LOLv1 (our485 low/high for train, eval15 low/high for test)"),
+    DatasetSpec(
+        "denoise_clean",
+        "denoise",
+        "clean",
+        {"train": ("train", None, "Denoise")},
+        "BSD400 and WED (Waterloo Exploration Database) clean images, all in one folder",
+    ),
+    DatasetSpec(
+        "bsd68",
+        "denoise",
+        "clean",
+        {"test": ("test", None, "denoise/bsd68")},
+        "the BSD68 test images",
+    ),
+    DatasetSpec(
+        "urban100",
+        "denoise",
+        "clean",
+        {"test": ("test", None, "denoise/urban100")},
+        "the Urban100 test images",
+    ),
+    DatasetSpec(
+        "rain100l",
+        "derain",
+        "rain",
+        {
+            "train": ("train", "Derain/rainy", "Derain/gt"),
+            "test": ("test", "derain/Rain100L/input", "derain/Rain100L/target"),
+        },
+        "Rain100L (train: 200 rain-N/norain-N pairs; test: 100 pairs)",
+    ),
+    DatasetSpec(
+        "reside",
+        "dehaze",
+        "haze",
+        {
+            "train": ("train", "Dehaze/synthetic", "Dehaze/original"),
+            "test": ("test", "dehaze/input", "dehaze/target"),
+        },
+        "RESIDE OTS (train: hazy <id>_<A>_<beta>.jpg and clean <id>.jpg) and SOTS outdoor (test)",
+    ),
+    DatasetSpec(
+        "gopro",
+        "deblur",
+        "same",
+        {
+            "train": ("train", "Deblur/blur", "Deblur/sharp"),
+            "test": ("test", "deblur/GoPro/input", "deblur/GoPro/target"),
+        },
+        "GoPro (blur and sharp frames, one sub-folder per sequence)",
+    ),
+    DatasetSpec(
+        "lol",
+        "lowlight",
+        "same",
+        {
+            "train": ("train", "Lowlight/low", "Lowlight/high"),
+            "test": ("test", "lowlight/LOL/input", "lowlight/LOL/target"),
+        },
+        "LOLv1 (our485 low/high for train, eval15 low/high for test)",
+    ),
 )
 DATASETS_BY_NAME = {spec.name: spec for spec in DATASETS}
 
@@ -105,8 +143,9 @@ def default_folders(train_root: str, test_root: str) -> dict[str, str]:
     return folders
 
 
-def resolve_folders(train_root: str, test_root: str,
-                    overrides: Mapping[str, str | None] | None = None) -> dict[str, str]:
+def resolve_folders(
+    train_root: str, test_root: str, overrides: Mapping[str, str | None] | None = None
+) -> dict[str, str]:
     """The default folders with the non-empty `overrides` applied.
 
     Raises:
@@ -159,8 +198,7 @@ def clean_candidates(pairing: str, degraded_relpath: str) -> list[str]:
     raise ValueError(f"unknown pairing rule {pairing!r}")
 
 
-def split_examples(spec: DatasetSpec, split: str,
-                   folders: Mapping[str, str]) -> list[Example]:
+def split_examples(spec: DatasetSpec, split: str, folders: Mapping[str, str]) -> list[Example]:
     """Scans one split of a dataset and pairs its images.
 
     Raises:
@@ -177,17 +215,18 @@ def split_examples(spec: DatasetSpec, split: str,
     by_stem = {}
     for p in clean:
         if _stem(p) in by_stem:
-            raise DataError(f"two clean images with one name in {clean_dir}: "
-                            f"{by_stem[_stem(p)]} and {p}")
+            raise DataError(
+                f"two clean images with one name in {clean_dir}: {by_stem[_stem(p)]} and {p}"
+            )
         by_stem[_stem(p)] = p
     examples = []
     for p in degraded:
-        match = next((by_stem[c] for c in clean_candidates(spec.pairing, p)
-                      if c in by_stem), None)
+        match = next((by_stem[c] for c in clean_candidates(spec.pairing, p) if c in by_stem), None)
         if match is None:
             raise DataError(f"no clean pair for {os.path.join(degraded_dir, p)} in {clean_dir}")
-        examples.append(Example(_stem(p), os.path.join(clean_dir, match),
-                                os.path.join(degraded_dir, p)))
+        examples.append(
+            Example(_stem(p), os.path.join(clean_dir, match), os.path.join(degraded_dir, p))
+        )
     return examples
 
 

@@ -11,6 +11,7 @@ by (seed, g), so a batch does not depend on threads, workers or process count.
 The loader's state is grain's (the index of the next local batch), which is
 the same on every process; restoring it continues with exactly the next batch.
 """
+
 from __future__ import annotations
 
 import collections.abc
@@ -22,13 +23,18 @@ from absl import flags, logging
 
 from hair_jax.data import builders, synthetic
 from hair_jax.data.config import TASKS, TRAIN_SOURCES, tasks_of, test_sets_of
-from hair_jax.data.degrade import (NOISE_SIGMAS, add_gaussian_noise, crop_to_multiple,
-                                   flip_rot, name_key)
+from hair_jax.data.degrade import (
+    NOISE_SIGMAS,
+    add_gaussian_noise,
+    crop_to_multiple,
+    flip_rot,
+    name_key,
+)
 
 # Images are cropped to a multiple of this before patches are drawn, as the
 # reference does for training, and for evaluation (the paper's protocol).
 CROP_BASE = 16
-_STREAM_LENGTH = 2 ** 62  # "infinite": grain's MapDataset needs a length.
+_STREAM_LENGTH = 2**62  # "infinite": grain's MapDataset needs a length.
 
 
 def _text(value) -> str:
@@ -70,18 +76,33 @@ def mixture_index(tasks, sources, sizes, weights=None, seed=0):
         n = sizes[key]
         whole, fraction = divmod(repeats * weight, 1.0)
         rng = np.random.default_rng(name_key(seed, task))
-        records = np.concatenate([np.tile(np.arange(n), int(whole)),
-                                  rng.permutation(n)[:round(fraction * n)]])
-        rows.append(np.stack([np.full_like(records, keys.index(key)), records,
-                              np.full_like(records, TASKS.index(task))], axis=1))
+        records = np.concatenate(
+            [np.tile(np.arange(n), int(whole)), rng.permutation(n)[: round(fraction * n)]]
+        )
+        rows.append(
+            np.stack(
+                [
+                    np.full_like(records, keys.index(key)),
+                    records,
+                    np.full_like(records, TASKS.index(task)),
+                ],
+                axis=1,
+            )
+        )
     entries = np.concatenate(rows).astype(np.int64)
     if not len(entries):
         raise ValueError("the training mixture is empty: check tasks and weights")
     return keys, entries
 
 
-def make_train_example(clean: np.ndarray, degraded: np.ndarray | None, task: int,
-                       patch_size: int, rng: np.random.Generator, name: str = ""):
+def make_train_example(
+    clean: np.ndarray,
+    degraded: np.ndarray | None,
+    task: int,
+    patch_size: int,
+    rng: np.random.Generator,
+    name: str = "",
+):
     """Crops, augments and (for denoising) degrades one training example.
 
     Args:
@@ -102,12 +123,14 @@ def make_train_example(clean: np.ndarray, degraded: np.ndarray | None, task: int
     clean = crop_to_multiple(clean, CROP_BASE)
     h, w = clean.shape[:2]
     if h < patch_size or w < patch_size:
-        raise ValueError(f"image {name!r} is {h}x{w} after cropping to a multiple of "
-                         f"{CROP_BASE}, smaller than the {patch_size}x{patch_size} patch; "
-                         "use a smaller patch_size or remove the image")
+        raise ValueError(
+            f"image {name!r} is {h}x{w} after cropping to a multiple of "
+            f"{CROP_BASE}, smaller than the {patch_size}x{patch_size} patch; "
+            "use a smaller patch_size or remove the image"
+        )
     top = rng.integers(0, h - patch_size + 1)
     left = rng.integers(0, w - patch_size + 1)
-    window = np.s_[top:top + patch_size, left:left + patch_size]
+    window = np.s_[top : top + patch_size, left : left + patch_size]
     mode = int(rng.integers(1, 8))  # Never the identity, as in the reference.
     clean = flip_rot(clean[window], mode)
     if degraded is None:
@@ -115,16 +138,19 @@ def make_train_example(clean: np.ndarray, degraded: np.ndarray | None, task: int
         degraded = add_gaussian_noise(clean, NOISE_SIGMAS[TASKS[task]], rng)
     else:
         degraded = flip_rot(crop_to_multiple(degraded, CROP_BASE)[window], mode)
-    return {"degraded": degraded.astype(np.float32) / 255.0,
-            "clean": clean.astype(np.float32) / 255.0,
-            "task": np.int32(task)}
+    return {
+        "degraded": degraded.astype(np.float32) / 255.0,
+        "clean": clean.astype(np.float32) / 255.0,
+        "task": np.int32(task),
+    }
 
 
 class _TrainExamples:
     """Local stream index -> training example; picklable for grain workers."""
 
-    def __init__(self, data_dir, keys, entries, *, patch_size, seed, local_batch,
-                 global_batch, process_index):
+    def __init__(
+        self, data_dir, keys, entries, *, patch_size, seed, local_batch, global_batch, process_index
+    ):
         self.data_dir, self.keys, self.entries = data_dir, keys, entries
         self.patch_size, self.seed = patch_size, seed
         self.local_batch, self.global_batch = local_batch, global_batch
@@ -162,8 +188,14 @@ class _TrainExamples:
         source, record, task = (int(v) for v in self.entry(g))
         data = self._sources[source][record]
         rng = np.random.default_rng([self.seed, g])
-        return make_train_example(data["clean"], data.get("degraded"), task,
-                                  self.patch_size, rng, name=_text(data["name"]))
+        return make_train_example(
+            data["clean"],
+            data.get("degraded"),
+            task,
+            self.patch_size,
+            rng,
+            name=_text(data["name"]),
+        )
 
 
 class TrainLoader:
@@ -177,8 +209,9 @@ class TrainLoader:
       tasks: the trained task names.
     """
 
-    def __init__(self, dataset: grain.IterDataset, examples: _TrainExamples,
-                 tasks: tuple[str, ...]):
+    def __init__(
+        self, dataset: grain.IterDataset, examples: _TrainExamples, tasks: tuple[str, ...]
+    ):
         self._examples = examples
         self._iterator = iter(dataset)
         self.examples_per_epoch = len(examples.entries)
@@ -207,13 +240,21 @@ class TrainLoader:
         For inspection (what a batch contains), without decoding images.
         """
         b = self.local_batch_size
-        return np.stack([self._examples.entry(self._examples.global_index(i))
-                         for i in range(batch_index * b, (batch_index + 1) * b)])
+        return np.stack(
+            [
+                self._examples.entry(self._examples.global_index(i))
+                for i in range(batch_index * b, (batch_index + 1) * b)
+            ]
+        )
 
     def _identity(self) -> dict:
         e = self._examples
-        return {"seed": e.seed, "global_batch_size": e.global_batch,
-                "patch_size": e.patch_size, "examples_per_epoch": self.examples_per_epoch}
+        return {
+            "seed": e.seed,
+            "global_batch_size": e.global_batch,
+            "patch_size": e.patch_size,
+            "examples_per_epoch": self.examples_per_epoch,
+        }
 
     def get_state(self) -> dict:
         """A JSON-serialisable position; `set_state` of it resumes at the next batch."""
@@ -228,14 +269,19 @@ class TrainLoader:
         """
         saved = {k: state[k] for k in self._identity()}
         if saved != self._identity():
-            raise ValueError(f"loader state {saved} does not match this loader "
-                             f"{self._identity()}")
+            raise ValueError(f"loader state {saved} does not match this loader {self._identity()}")
         self._iterator.set_state(state["iterator"])
 
 
-def make_train_loader(data_cfg, *, global_batch_size: int, patch_size: int, seed: int,
-                      process_index: int | None = None,
-                      process_count: int | None = None) -> TrainLoader:
+def make_train_loader(
+    data_cfg,
+    *,
+    global_batch_size: int,
+    patch_size: int,
+    seed: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> TrainLoader:
     """The training stream of `data_cfg` for this process (see module docstring).
 
     With name 'synthetic' the synthetic datasets are built first if missing.
@@ -246,11 +292,14 @@ def make_train_loader(data_cfg, *, global_batch_size: int, patch_size: int, seed
     """
     if process_index is None or process_count is None:
         import jax  # Only for the defaults: data code otherwise stays jax-free.
+
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     if global_batch_size % process_count:
-        raise ValueError(f"global_batch_size {global_batch_size} is not divisible by "
-                         f"process_count {process_count}")
+        raise ValueError(
+            f"global_batch_size {global_batch_size} is not divisible by "
+            f"process_count {process_count}"
+        )
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} not in [0, {process_count})")
     tasks = tasks_of(data_cfg)
@@ -261,28 +310,39 @@ def make_train_loader(data_cfg, *, global_batch_size: int, patch_size: int, seed
     for task in tasks:
         dataset, split, _ = sources[task]
         sizes[(dataset, split)] = len(builders.data_source(data_cfg.data_dir, dataset, split))
-    weights = data_cfg.weights.to_dict() if hasattr(data_cfg.weights, "to_dict") \
-        else data_cfg.weights
+    weights = (
+        data_cfg.weights.to_dict() if hasattr(data_cfg.weights, "to_dict") else data_cfg.weights
+    )
     keys, entries = mixture_index(tasks, sources, sizes, weights, seed)
     local_batch = global_batch_size // process_count
-    examples = _TrainExamples(data_cfg.data_dir, keys, entries, patch_size=patch_size,
-                              seed=seed, local_batch=local_batch,
-                              global_batch=global_batch_size, process_index=process_index)
+    examples = _TrainExamples(
+        data_cfg.data_dir,
+        keys,
+        entries,
+        patch_size=patch_size,
+        seed=seed,
+        local_batch=local_batch,
+        global_batch=global_batch_size,
+        process_index=process_index,
+    )
     dataset = grain.MapDataset.range(_STREAM_LENGTH).map(examples).batch(local_batch)
-    iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(
-        num_threads=data_cfg.num_threads, prefetch_buffer_size=data_cfg.prefetch))
+    iter_dataset = dataset.to_iter_dataset(
+        grain.ReadOptions(num_threads=data_cfg.num_threads, prefetch_buffer_size=data_cfg.prefetch)
+    )
     if data_cfg.num_workers > 0:
         # grain's workers read absl flags; outside absl.app.run nothing parses them.
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
         iter_dataset = iter_dataset.mp_prefetch(
-            grain.MultiprocessingOptions(num_workers=data_cfg.num_workers))
+            grain.MultiprocessingOptions(num_workers=data_cfg.num_workers)
+        )
     return TrainLoader(iter_dataset, examples, tasks)
 
 
 @dataclasses.dataclass(frozen=True)
 class TestImage:
     """One evaluation pair after the paper protocol (float32 HxWx3 in [0, 1])."""
+
     name: str
     task: str
     degraded: np.ndarray
@@ -303,8 +363,9 @@ def test_image(record: dict, task: str) -> TestImage:
     else:
         rng = np.random.default_rng(name_key(task, name))
         degraded = add_gaussian_noise(clean, NOISE_SIGMAS[task], rng)
-    return TestImage(name, task, degraded.astype(np.float32) / 255.0,
-                     clean.astype(np.float32) / 255.0)
+    return TestImage(
+        name, task, degraded.astype(np.float32) / 255.0, clean.astype(np.float32) / 255.0
+    )
 
 
 class TestSet(collections.abc.Sequence):
@@ -340,9 +401,13 @@ def load_test_sets(data_cfg) -> dict[str, TestSet]:
     sets = {}
     for set_name, (dataset, split, task) in test_sets_of(data_cfg).items():
         if split not in builders.splits(data_cfg.data_dir, dataset):
-            logging.info("test set %s skipped: %s/%s is not built in %s", set_name,
-                         dataset, split, data_cfg.data_dir)
+            logging.info(
+                "test set %s skipped: %s/%s is not built in %s",
+                set_name,
+                dataset,
+                split,
+                data_cfg.data_dir,
+            )
             continue
-        sets[set_name] = TestSet(builders.data_source(data_cfg.data_dir, dataset, split),
-                                 task)
+        sets[set_name] = TestSet(builders.data_source(data_cfg.data_dir, dataset, split), task)
     return sets

@@ -12,6 +12,7 @@ degraded image without its clean pair, a pair of different sizes) the command
 prints one line naming the file or folder and exits with code 2; datasets are
 built in a temporary folder and moved into place only when complete.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,14 @@ import tqdm
 
 from hair_jax.data import builders
 from hair_jax.data.config import default_data_dir
-from hair_jax.data.layout import (DATASETS, DataError, default_folders, present_splits,
-                                  resolve_folders, split_examples)
+from hair_jax.data.layout import (
+    DATASETS,
+    DataError,
+    default_folders,
+    present_splits,
+    resolve_folders,
+    split_examples,
+)
 
 TASK_FAMILIES = ("denoise", "derain", "dehaze", "deblur", "lowlight", "synthetic")
 EXIT_BAD_INPUT = 2
@@ -30,18 +37,30 @@ EXIT_BAD_INPUT = 2
 
 def _parse(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m hair_jax.data.prepare", description=__doc__.split("\n")[0])
-    parser.add_argument("--train-root", default="data/Train",
-                        help="training folders in the reference layout")
-    parser.add_argument("--test-root", default="data/test",
-                        help="test folders in the reference layout")
-    parser.add_argument("--data-dir", default=default_data_dir(),
-                        help="where the TFDS datasets are written")
-    parser.add_argument("--tasks", nargs="+", choices=TASK_FAMILIES,
-                        help="build only these (default: every real dataset found)")
-    parser.add_argument("--folder", action="append", default=[], metavar="KEY=PATH",
-                        help="override one folder; keys: "
-                        + ", ".join(sorted(default_folders("", ""))))
+        prog="python -m hair_jax.data.prepare", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--train-root", default="data/Train", help="training folders in the reference layout"
+    )
+    parser.add_argument(
+        "--test-root", default="data/test", help="test folders in the reference layout"
+    )
+    parser.add_argument(
+        "--data-dir", default=default_data_dir(), help="where the TFDS datasets are written"
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=TASK_FAMILIES,
+        help="build only these (default: every real dataset found)",
+    )
+    parser.add_argument(
+        "--folder",
+        action="append",
+        default=[],
+        metavar="KEY=PATH",
+        help="override one folder; keys: " + ", ".join(sorted(default_folders("", ""))),
+    )
     return parser.parse_args(argv)
 
 
@@ -77,8 +96,9 @@ def collect(args) -> tuple[dict, list[str]]:
             message = f"{spec.name} not found: download {spec.download} to {folder}"
             # A requested task needs its training set; test sets may be absent.
             if explicit and "train" in spec.splits:
-                raise DataError(f"missing folder {folder}: download {spec.download} "
-                                "and put it there")
+                raise DataError(
+                    f"missing folder {folder}: download {spec.download} and put it there"
+                )
             notes.append(message)
             continue
         plan[spec.name] = {s: split_examples(spec, s, folders) for s in splits}
@@ -107,14 +127,18 @@ def main(argv=None) -> int:
             built.append(name)
         if args.tasks and "synthetic" in args.tasks:
             from hair_jax.data import synthetic  # Imports scikit-image: only if asked.
+
             synthetic.build(args.data_dir)
             built += ["synthetic_clean", "synthetic"]
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if not built:
-        print(f"error: no dataset found under {args.train_root} or {args.test_root}; "
-              "see docs/data.md", file=sys.stderr)
+        print(
+            f"error: no dataset found under {args.train_root} or {args.test_root}; "
+            "see docs/data.md",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     print(_table(args.data_dir, built))
     return 0

@@ -15,6 +15,7 @@ Contents (fixed, deterministic):
   degraded copies of each photo; testing one copy of a 192x192 centre crop, so
   evaluating a small model on a 2-core CPU takes seconds.
 """
+
 from __future__ import annotations
 
 import io
@@ -27,8 +28,14 @@ from hair_jax.data import builders
 from hair_jax.data.degrade import SYNTHESISERS, name_key
 from hair_jax.data.layout import Example
 
-TRAIN_IMAGES = ("chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
-                "retina", "stereo_motorcycle")
+TRAIN_IMAGES = (
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "stereo_motorcycle",
+)
 TEST_IMAGES = ("astronaut", "coffee")
 SHORT_SIDE = 256
 TEST_CROP = 192
@@ -50,7 +57,7 @@ def load_photo(name: str) -> np.ndarray:
 def _centre(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[:2]
     top, left = (h - size) // 2, (w - size) // 2
-    return image[top:top + size, left:left + size]
+    return image[top : top + size, left : left + size]
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -62,20 +69,25 @@ def _png(image: np.ndarray) -> bytes:
 
 def examples() -> dict[str, dict[str, list[Example]]]:
     """Dataset name -> split -> examples, with PNG-encoded images."""
-    photos = {"train": {n: load_photo(n) for n in TRAIN_IMAGES},
-              "test": {n: _centre(load_photo(n), TEST_CROP) for n in TEST_IMAGES}}
-    encoded = {split: {n: _png(img) for n, img in imgs.items()}
-               for split, imgs in photos.items()}
-    clean = {split: [Example(n, png) for n, png in pngs.items()]
-             for split, pngs in encoded.items()}
+    photos = {
+        "train": {n: load_photo(n) for n in TRAIN_IMAGES},
+        "test": {n: _centre(load_photo(n), TEST_CROP) for n in TEST_IMAGES},
+    }
+    encoded = {split: {n: _png(img) for n, img in imgs.items()} for split, imgs in photos.items()}
+    clean = {split: [Example(n, png) for n, png in pngs.items()] for split, pngs in encoded.items()}
     paired = {}
     for task, synthesise in SYNTHESISERS.items():
         for split, imgs in photos.items():
             variants = TRAIN_VARIANTS if split == "train" else 1
             paired[f"{split}_{task}"] = [
-                Example(f"{n}_{v}", encoded[split][n], _png(
-                    synthesise(img, np.random.default_rng(name_key(task, n, v)))))
-                for n, img in imgs.items() for v in range(variants)]
+                Example(
+                    f"{n}_{v}",
+                    encoded[split][n],
+                    _png(synthesise(img, np.random.default_rng(name_key(task, n, v)))),
+                )
+                for n, img in imgs.items()
+                for v in range(variants)
+            ]
     return {"synthetic_clean": clean, "synthetic": paired}
 
 
