@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from hair_jax import metrics
+from hair_jax.data.degrade import crop_to_multiple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,14 +24,6 @@ class Row:
     restored_psnr: float
     degraded_ssim: float
     restored_ssim: float
-
-
-def crop_to_multiple(image, multiple=16):
-    """Centre-crops an HxWxC image so H and W are multiples of `multiple`."""
-    h, w = image.shape[:2]
-    nh, nw = h - h % multiple, w - w % multiple
-    top, left = (h - nh) // 2, (w - nw) // 2
-    return image[top : top + nh, left : left + nw]
 
 
 def evaluate(model, test_sets, *, max_images=None, multiple=16):

@@ -21,13 +21,6 @@ class _Scale(nnx.Module):
         return x * self.scale
 
 
-def test_crop_to_multiple_is_centred():
-    x = np.arange(20 * 35).reshape(20, 35, 1)
-    y = evaluate.crop_to_multiple(x, 16)
-    assert y.shape == (16, 32, 1)
-    assert y[0, 0, 0] == x[2, 1, 0]
-
-
 def test_evaluate_rows_and_table():
     rng = np.random.default_rng(0)
     clean = rng.uniform(0.2, 0.8, (3, 20, 24, 3)).astype(np.float32)
