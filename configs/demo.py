@@ -6,8 +6,8 @@ Command (the default of train.py):
 Expected: on a 2-core CPU it finishes in about 10 minutes (about 1.85 s per
 step plus a minute of compilation) and prints an evaluation table on the
 synthetic test sets in which the restored PSNR beats the degraded input's
-PSNR for every task: gains of roughly +1 to +2.5 dB (a 300-step run gave
-denoise 15/25/50 +1.7/+2.4/+2.5, derain +1.3, dehaze +1.9). Checkpoints,
+PSNR for every task. Measured on 2026-11-26 (9 min 50 s in all): denoise
+15/25/50 +0.65/+1.50/+1.71 dB, derain +1.12, dehaze +2.81. Checkpoints,
 TensorBoard events (scalars and degraded|restored|clean grids) and
 config.json land in runs/demo-<timestamp>/ (or --workdir).
 """
