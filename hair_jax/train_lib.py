@@ -664,18 +664,25 @@ def _loop(state, step_fn, predict, loader, mngr, logger, guard, mesh, tc, start,
     for step in range(start + 1, stop_at + 1):
         batch = make_global_batch(next(loader), sharding, tc.global_batch_size)
         state, metrics = step_fn(state, batch)
-        metrics = jax.device_get(metrics)
-        if not np.isfinite(metrics["loss"]):
-            mngr.wait_until_finished()
-            raise FloatingPointError(
-                f"Non-finite loss ({metrics['loss']}) at step {step}; stopping "
-                f"without saving. The last good checkpoint is step "
-                f"{mngr.latest_step()} in {mngr.directory}."
-            )
-        logger.step(step, metrics, log=step % tc.log_every == 0 or step == stop_at)
-        if tc.image_every > 0 and (step % tc.image_every == 0 or step == stop_at):
+        log = step % tc.log_every == 0 or step == stop_at
+        images = tc.image_every > 0 and (step % tc.image_every == 0 or step == stop_at)
+        save = step % tc.checkpoint_every == 0 or step == stop_at
+        stop = guard.should_stop(step)
+        if log or images or save or stop:
+            # Only these steps wait for the device; the others run ahead of it.
+            # A non-finite loss is caught here at the latest, before any save.
+            metrics = jax.device_get(metrics)
+            if not np.isfinite(metrics["loss"]):
+                mngr.wait_until_finished()
+                raise FloatingPointError(
+                    f"Non-finite loss ({metrics['loss']}) at step {step}; stopping "
+                    f"without saving. The last good checkpoint is step "
+                    f"{mngr.latest_step()} in {mngr.directory}."
+                )
+        logger.step(step, metrics, log=log)
+        if images:
             logger.images(step, *jax.device_get(predict(state.params, state.rest, batch)))
-        if guard.should_stop(step):
+        if stop:
             logging.warning(
                 "Received %s: saving a checkpoint at step %d and exiting.",
                 guard.signal or "preemption",
@@ -683,7 +690,7 @@ def _loop(state, step_fn, predict, loader, mngr, logger, guard, mesh, tc, start,
             )
             save_checkpoint(mngr, state, loader, force=True)
             return state, False
-        if step % tc.checkpoint_every == 0 or step == stop_at:
+        if save:
             save_checkpoint(mngr, state, loader, force=step == stop_at)
     return state, True
 

@@ -138,9 +138,12 @@ def test_resume_is_bitwise_identical(tmp_path):
         assert np.array_equal(x, y)
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    config = train_helpers.tiny_config(checkpoint_every=2)
-    with pytest.raises(FloatingPointError, match=r"Non-finite loss.*step 3"):
+# The loss turns NaN at step 3. With log_every=5 the loop syncs with the device
+# only on log/save steps, so it notices at step 4, still before saving it.
+@pytest.mark.parametrize("log_every,caught_at", [(1, 3), (5, 4)])
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, log_every, caught_at):
+    config = train_helpers.tiny_config(checkpoint_every=2, log_every=log_every)
+    with pytest.raises(FloatingPointError, match=rf"Non-finite loss.*step {caught_at}"):
         train_lib.train_and_evaluate(
             config,
             str(tmp_path),
