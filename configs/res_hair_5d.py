@@ -13,19 +13,13 @@ Expected: about 30.62 / 38.11 / 31.49 / 28.52 / 23.12 dB (SOTS, Rain100L,
 BSD68 s25, GoPro, LOLv1; average 30.37) for the paper's model.
 """
 
-from configs import common
+from configs import common, res_hair_3d
 
 
 def get_config():
-    config = common.get_base_config()
+    """The three-task recipe with the five-task data (a longer epoch)."""
+    config = res_hair_3d.get_config()
     config.name = "res_hair_5d"
-    config.model.variant = "res_hair"
     config.data.name = "all_in_one_5d"
-    t = config.train
-    t.global_batch_size = 32
-    t.patch_size = 128
-    common.set_epochs(t, num_epochs=150, warmup_epochs=15, steps_per_epoch=3567)
-    t.log_every = 100
-    t.image_every = 5000
-    t.checkpoint_every = 5000
+    common.set_epochs(config.train, num_epochs=150, warmup_epochs=15, steps_per_epoch=3567)
     return config
