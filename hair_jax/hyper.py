@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from hair_jax import stages
+
 Filter = nnx.filterlib.Filter
 
 
@@ -101,7 +103,10 @@ class DynamicBlock(nnx.Module):
 
 
 class HyperLevel(nnx.Module):
-    """`num_blocks` dynamic blocks sharing one weight bank, one HSN each."""
+    """`num_blocks` dynamic blocks sharing one weight bank, one HSN each.
+
+    `remat` and `scan` choose how the chain of blocks runs (see `stages`).
+    """
 
     def __init__(
         self,
@@ -112,8 +117,11 @@ class HyperLevel(nnx.Module):
         dynamic: Filter,
         *,
         hsn_depth: int = 3,
+        remat: str = "none",
+        scan: bool = False,
         rngs: nnx.Rngs,
     ):
+        self.remat, self.scan = remat, scan
         self.bank = WeightBank(make_block, num_box, dynamic, rngs=rngs)
         self.blocks = nnx.List([DynamicBlock(make_block(rngs), dynamic) for _ in range(num_blocks)])
         self.hsns = nnx.List(
@@ -125,6 +133,15 @@ class HyperLevel(nnx.Module):
         return jnp.stack([hsn(giv) for hsn in self.hsns])
 
     def __call__(self, x: jax.Array, giv: jax.Array) -> jax.Array:
-        for block, hsn in zip(self.blocks, self.hsns):
-            x = block(x, self.bank.mix(hsn(giv)))
-        return x
+        def step(stage, x, bank):
+            block, hsn = stage
+            return block(x, bank.mix(hsn(giv)))
+
+        return stages.run_stages(
+            step,
+            x,
+            zip(self.blocks, self.hsns),
+            shared=self.bank,
+            remat=self.remat,
+            scan=self.scan,
+        )

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hair_jax import dac, hyper, layers, restormer
+from hair_jax import dac, hyper, layers, restormer, stages
 
 # The DAC halves the H/8 latent twice more; below 32 px nothing would be left.
 # At 32 px its last map is 1x1, where a GroupNorm with one channel per group
@@ -45,7 +45,13 @@ class ModelConfig:
       hsn_depth: hidden layers of each HSN.
       conv_impl: "auto" (exact fast paths for 1x1 and depthwise convs) or
         "lax" (always `lax.conv_general_dilated`).
-      dtype: compute dtype ("float32" or "bfloat16"); parameters stay float32.
+      dtype: compute dtype ("float32" or "bfloat16"); parameters, norms,
+        softmax, L2 normalisation and the DAC's pooling stay float32.
+      remat: "block" recomputes each transformer block's forward in the
+        backward pass (only block inputs are kept: far less memory, one more
+        forward of compute); "none" keeps every activation.
+      scan_blocks: run the blocks of each level with `jax.lax.scan` (one
+        compiled block per level: shorter compiles, same results).
     """
 
     arch: str = "res_hair"
@@ -62,6 +68,8 @@ class ModelConfig:
     hsn_depth: int = 3
     conv_impl: str = "auto"
     dtype: str = "float32"
+    remat: str = "block"
+    scan_blocks: bool = True
 
     def __post_init__(self):
         # Tuples keep the config hashable even when built from JSON lists.
@@ -81,6 +89,10 @@ class ModelConfig:
             )
         if self.conv_impl not in ("auto", "lax"):
             raise ValueError(f"conv_impl must be 'auto' or 'lax', got {self.conv_impl!r}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.remat not in stages.REMAT:
+            raise ValueError(f"remat must be one of {stages.REMAT}, got {self.remat!r}")
         if self.num_box is not None and len(self.num_box) != len(HYPER_LEVELS):
             raise ValueError(f"num_box needs {len(HYPER_LEVELS)} entries, got {self.num_box}")
 
@@ -94,6 +106,9 @@ class ModelConfig:
 
     def conv_kwargs(self) -> dict[str, Any]:
         return {"impl": self.conv_impl, "dtype": jnp.dtype(self.dtype)}
+
+    def stage_kwargs(self) -> dict[str, Any]:
+        return {"remat": self.remat, "scan": self.scan_blocks}
 
     def block_kwargs(self) -> dict[str, Any]:
         return {"bias": self.bias, "with_bias_norm": self.layer_norm == "WithBias"}
@@ -143,9 +158,9 @@ class ResHAIR(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.config = cfg
         c, nb, heads, ffn = cfg.dim, cfg.num_blocks, cfg.heads, cfg.ffn_expansion_factor
-        conv_kw, block_kw = cfg.conv_kwargs(), cfg.block_kwargs()
+        conv_kw, block_kw, stage_kw = cfg.conv_kwargs(), cfg.block_kwargs(), cfg.stage_kwargs()
         self.encoder = restormer.Encoder(
-            c, nb, heads, ffn, block_kw=block_kw, rngs=rngs, conv_kw=conv_kw
+            c, nb, heads, ffn, block_kw=block_kw, rngs=rngs, conv_kw=conv_kw, stage_kw=stage_kw
         )
         self.dac = dac.DAC(
             8 * c,
@@ -168,6 +183,7 @@ class ResHAIR(nnx.Module):
                 nnx.PathContains("kernel"),
                 hsn_depth=cfg.hsn_depth,
                 rngs=rngs,
+                **stage_kw,
             )
 
         boxes = cfg.boxes

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hair_jax import layers
+from hair_jax import layers, stages
 
 
 class MDTA(nnx.Module):
@@ -28,21 +28,23 @@ class MDTA(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, h, w, c = x.shape
-        qkv = self.qkv_dwconv(self.qkv(x))  # [b, h, w, 3c]
-        # [b, h, w, 3c] -> 3 x [b, heads, c/heads, h*w]; the channel order matches
-        # PyTorch's chunk(3) followed by '(head c)'.
-        qkv = qkv.reshape(b, h * w, 3, self.num_heads, c // self.num_heads)
-        q, k, v = jnp.moveaxis(qkv, 1, -1).transpose(1, 0, 2, 3, 4)
+        n, d = self.num_heads, c // self.num_heads
+        qkv = self.qkv_dwconv(self.qkv(x)).reshape(b, h * w, 3, n, d)
+        # PyTorch's chunk(3) and '(head c)' order; pixels stay the leading
+        # axis (pixel-major), so no transpose of the large maps, forward or back.
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [b, hw, heads, d]
         q32, k32 = q.astype(jnp.float32), k.astype(jnp.float32)
-        # L2-normalise over pixels as torch.nn.functional.normalize (eps 1e-12).
-        q32 = q32 / jnp.maximum(jnp.linalg.norm(q32, axis=-1, keepdims=True), 1e-12)
-        k32 = k32 / jnp.maximum(jnp.linalg.norm(k32, axis=-1, keepdims=True), 1e-12)
-        attn = jnp.einsum("bncp,bndp->bncd", q32, k32)  # [b, heads, c/h, c/h]
+        # normalize(q) . normalize(k) over pixels (torch F.normalize, eps 1e-12)
+        # as the raw Gram matrix divided by the two norms: the same value,
+        # without normalised copies of q and k.
+        gram = jnp.einsum("bpnc,bpnd->bncd", q32, k32)  # [b, heads, d, d]
+        qn = jnp.maximum(jnp.sqrt(jnp.sum(q32 * q32, axis=1)), 1e-12)  # [b, heads, d]
+        kn = jnp.maximum(jnp.sqrt(jnp.sum(k32 * k32, axis=1)), 1e-12)
+        attn = gram / (qn[..., :, None] * kn[..., None, :])
         attn = attn * self.temperature[...][None, :, None, None]
         attn = jax.nn.softmax(attn, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bncd,bndp->bncp", attn, v)  # [b, heads, c/h, h*w]
-        out = jnp.moveaxis(out.reshape(b, c, h * w), 1, -1).reshape(b, h, w, c)
-        return self.project_out(out)
+        out = jnp.einsum("bncd,bpnd->bpnc", attn, v)  # [b, hw, heads, d]
+        return self.project_out(out.reshape(b, h, w, c))
 
 
 class GDFN(nnx.Module):
@@ -108,10 +110,9 @@ class Upsample(nnx.Module):
         return layers.pixel_shuffle(self.conv(x), 2)
 
 
-def run_blocks(blocks, x):
-    for block in blocks:
-        x = block(x)
-    return x
+def run_blocks(blocks, x, **stage_kw):
+    """Runs transformer blocks in order; `stage_kw` is `remat=`, `scan=` (see `stages`)."""
+    return stages.run_stages(lambda block, x: block(x), x, blocks, **stage_kw)
 
 
 class Encoder(nnx.Module):
@@ -121,7 +122,10 @@ class Encoder(nnx.Module):
     (H/8 x W/8 x 8C), which is also what Res-HAIR's classifier reads.
     """
 
-    def __init__(self, dim, num_blocks, heads, ffn_expansion_factor, *, block_kw, rngs, conv_kw):
+    def __init__(
+        self, dim, num_blocks, heads, ffn_expansion_factor, *, block_kw, rngs, conv_kw, stage_kw
+    ):
+        self.stage_kw = stage_kw
         self.patch_embed = layers.Conv2d(3, dim, 3, rngs=rngs, **conv_kw)
         make = lambda d, n, h: nnx.List(
             [
@@ -136,7 +140,7 @@ class Encoder(nnx.Module):
         x = self.patch_embed(x)
         skips = []
         for level, down in zip(self.levels, self.downs):
-            x = run_blocks(level, x)
+            x = run_blocks(level, x, **self.stage_kw)
             skips.append(x)
             x = down(x)
         return skips, x
@@ -149,10 +153,13 @@ class Restormer(nnx.Module):
         self.config = cfg
         c, nb, heads, ffn = cfg.dim, cfg.num_blocks, cfg.heads, cfg.ffn_expansion_factor
         conv_kw, block_kw = cfg.conv_kwargs(), cfg.block_kwargs()
+        self.stage_kw = stage_kw = cfg.stage_kwargs()
         blocks = lambda d, n, h: nnx.List(
             [TransformerBlock(d, h, ffn, rngs=rngs, **block_kw, **conv_kw) for _ in range(n)]
         )
-        self.encoder = Encoder(c, nb, heads, ffn, block_kw=block_kw, rngs=rngs, conv_kw=conv_kw)
+        self.encoder = Encoder(
+            c, nb, heads, ffn, block_kw=block_kw, rngs=rngs, conv_kw=conv_kw, stage_kw=stage_kw
+        )
         self.latent = blocks(8 * c, nb[3], heads[3])
         self.up4_3 = Upsample(8 * c, rngs=rngs, **conv_kw)
         self.reduce_chan_level3 = layers.Conv2d(
@@ -172,11 +179,12 @@ class Restormer(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         layers.check_images(x)
         (s1, s2, s3), x_lat = self.encoder(x)
-        y = run_blocks(self.latent, x_lat)
+        run = lambda blocks, y: run_blocks(blocks, y, **self.stage_kw)
+        y = run(self.latent, x_lat)
         y = self.reduce_chan_level3(jnp.concatenate([self.up4_3(y), s3], axis=-1))
-        y = run_blocks(self.decoder_level3, y)
+        y = run(self.decoder_level3, y)
         y = self.reduce_chan_level2(jnp.concatenate([self.up3_2(y), s2], axis=-1))
-        y = run_blocks(self.decoder_level2, y)
+        y = run(self.decoder_level2, y)
         y = jnp.concatenate([self.up2_1(y), s1], axis=-1)
-        y = run_blocks(self.refinement, run_blocks(self.decoder_level1, y))
+        y = run(self.refinement, run(self.decoder_level1, y))
         return self.output(y) + x
