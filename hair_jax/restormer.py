@@ -29,10 +29,10 @@ class MDTA(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         b, h, w, c = x.shape
         n, d = self.num_heads, c // self.num_heads
-        qkv = self.qkv_dwconv(self.qkv(x)).reshape(b, h * w, 3, n, d)
-        # PyTorch's chunk(3) and '(head c)' order; pixels stay the leading
-        # axis (pixel-major), so no transpose of the large maps, forward or back.
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [b, hw, heads, d]
+        qkv = self.qkv_dwconv(self.qkv(x))  # [b, h, w, 3c]
+        # chunk(3) then '(head c)', as PyTorch; pixels stay the leading axis
+        # (pixel-major), so the large maps are never transposed by hand.
+        q, k, v = (t.reshape(b, h * w, n, d) for t in jnp.split(qkv, 3, axis=-1))
         q32, k32 = q.astype(jnp.float32), k.astype(jnp.float32)
         # normalize(q) . normalize(k) over pixels (torch F.normalize, eps 1e-12)
         # as the raw Gram matrix divided by the two norms: the same value,
@@ -62,8 +62,7 @@ class GDFN(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x1, x2 = jnp.split(self.dwconv(self.project_in(x)), 2, axis=-1)
-        # PyTorch's F.gelu default is the exact (erf) GELU.
-        return self.project_out(jax.nn.gelu(x1, approximate=False) * x2)
+        return self.project_out(layers.gelu_gate(x1, x2))
 
 
 class TransformerBlock(nnx.Module):

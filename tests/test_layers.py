@@ -131,3 +131,33 @@ def test_per_image_kernels_under_vmap_equal_a_loop(k, groups):
     want = jax.grad(loss_loop, argnums=(0, 1))(x, kernels)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got[1], want[1][:, 0, 0] if k == 1 else want[1], atol=1e-4)
+
+
+def test_gelu_gate_equals_exact_gelu_values_and_gradients():
+    x1, x2 = _x((2, 3, 4, 6)) * 3, _x((2, 3, 4, 6), seed=1)
+    plain = lambda a, b: jax.nn.gelu(a, approximate=False) * b
+    got = _value_and_grads(layers.gelu_gate, x1, x2)
+    want = _value_and_grads(plain, x1, x2)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_layernorm_custom_vjp_equals_autodiff(with_bias):
+    ln = layers.LayerNorm(5, with_bias=with_bias)
+    ln.scale[...] = jnp.arange(1.0, 6.0)
+    graphdef, state = nnx.split(ln)
+    x = _x((2, 3, 4, 5)) * 3 + 1
+
+    def plain(s, x):  # the textbook formula, differentiated by JAX
+        p = nnx.merge(graphdef, s)
+        var = jnp.var(x, axis=-1, keepdims=True)
+        centred = x - x.mean(-1, keepdims=True) if with_bias else x
+        y = centred / jnp.sqrt(var + 1e-5) * p.scale[...]
+        return y + p.bias[...] if with_bias else y
+
+    weight = jnp.cos(jnp.arange(x.size, dtype=jnp.float32)).reshape(x.shape)
+    grads = lambda f: jax.grad(lambda s, x: jnp.sum(f(s, x) * weight), argnums=(0, 1))(state, x)
+    got, want = grads(lambda s, x: nnx.merge(graphdef, s)(x)), grads(plain)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
