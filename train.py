@@ -58,9 +58,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietOrbax())
-    from hair_jax import train_lib  # pylint: disable=g-import-not-at-top
+    from hair_jax import train  # pylint: disable=g-import-not-at-top
 
-    train_lib.maybe_initialize_distributed(
+    train.maybe_initialize_distributed(
         _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, force=_DISTRIBUTED.value
     )
     config = _CONFIG.value
@@ -70,7 +70,7 @@ def main(argv):
     logging.info(
         "Workdir %s; %d devices in %d processes.", workdir, jax.device_count(), jax.process_count()
     )
-    train_lib.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir)
     if jax.process_count() > 1:
         jax.distributed.shutdown()
 

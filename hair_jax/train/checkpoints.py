@@ -1,0 +1,104 @@
+"""Checkpoints: an orbax CheckpointManager in `<workdir>/checkpoints`.
+
+A checkpoint holds the `TrainState` and, as JSON, every process's
+data-iterator state. It is restored onto whatever mesh the current run has,
+so device counts may change between runs.
+
+"""
+
+import json
+import os
+
+from absl import logging
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+import orbax.checkpoint as ocp
+
+from hair_jax.train.build import setup
+
+
+def checkpoint_manager(workdir, train_cfg):
+    """An async orbax CheckpointManager in `<workdir>/checkpoints`."""
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=train_cfg.checkpoint_every,
+        max_to_keep=train_cfg.keep_checkpoints,
+        create=True,
+        enable_async_checkpointing=True,
+    )
+    return ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "checkpoints"), options=options
+    )
+
+
+def _allgather_json(obj):
+    """The JSON-able `obj` of every process, as a list (index = process)."""
+    if jax.process_count() == 1:
+        return [obj]
+    data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+    sizes = multihost_utils.process_allgather(np.array([data.size]))
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    every = multihost_utils.process_allgather(padded)
+    return [json.loads(bytes(row[: int(n)]).decode()) for row, n in zip(every, sizes.reshape(-1))]
+
+
+def save_checkpoint(mngr, state, loader, force=False):
+    """Saves the state and all processes' data-iterator states (async)."""
+    step = int(jax.device_get(state.step))
+    data_states = _allgather_json(loader.get_state())
+    return mngr.save(
+        step,
+        force=force,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave({"process_count": len(data_states), "states": data_states}),
+        ),
+    )
+
+
+def restore_checkpoint(mngr, shardings, abstract_state, loader=None, step=None):
+    """Restores `step` (default: latest) onto `shardings`; None if none."""
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        return None
+    target = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, shardings
+    )
+    restored = mngr.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()
+        ),
+    )
+    if loader is not None:
+        _restore_loader(loader, restored["data"])
+    return restored["state"]
+
+
+def _restore_loader(loader, data):
+    if data["process_count"] != jax.process_count():
+        logging.warning(
+            "Checkpoint written by %d processes, now %d: the data iterators start afresh.",
+            data["process_count"],
+            jax.process_count(),
+        )
+        return
+    loader.set_state(data["states"][jax.process_index()])
+
+
+def restore_train_state(config, workdir, *, mesh=None, step=None):
+    """(graphdef, TrainState) of a run's checkpoint, on `mesh` (default: all).
+
+    The mesh may differ from the one that wrote the checkpoint (e.g. 8
+    devices -> 1). Raises FileNotFoundError if there is no checkpoint.
+    """
+    run = setup(config, mesh)
+    mngr = checkpoint_manager(workdir, config.train)
+    try:
+        state = restore_checkpoint(mngr, run.shardings, run.abstract_state, step=step)
+    finally:
+        mngr.close()
+    if state is None:
+        raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints.")
+    return run.graphdef, state
