@@ -4,10 +4,15 @@ A checkpoint holds the `TrainState` and, as JSON, every process's
 data-iterator state. It is restored onto whatever mesh the current run has,
 so device counts may change between runs.
 
+orbax writes each save to `<step>.orbax-checkpoint-tmp` and renames it to
+`<step>` once complete. A process killed mid-save (SIGKILL, out of memory, a
+lost host) leaves that folder behind; orbax ignores it when resuming but never
+deletes it, so `remove_partial_saves` does at start-up.
 """
 
 import json
 import os
+import shutil
 
 from absl import logging
 import jax
@@ -18,6 +23,39 @@ import orbax.checkpoint as ocp
 from hair_jax.train.build import setup
 
 
+# The name suffix of a save in progress (".orbax-checkpoint-tmp" in orbax 0.12.8).
+PARTIAL_SAVE_SUFFIX = ocp.path.step.TMP_DIR_SUFFIX
+
+
+def checkpoint_dir(workdir):
+    """`<workdir>/checkpoints`, absolute (orbax needs absolute paths)."""
+    return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def remove_partial_saves(workdir):
+    """Deletes the folders of saves that never finished; process 0 only.
+
+    Call it before a CheckpointManager opens the directory. orbax's own
+    `cleanup_tmp_directories` option does the same asynchronously and without
+    saying what it removed; here each removed folder gets a log line. Other
+    processes need not wait: orbax never reads these folders.
+
+    Returns:
+      The removed paths (empty on processes other than 0).
+    """
+    directory = checkpoint_dir(workdir)
+    if jax.process_index() != 0 or not os.path.isdir(directory):
+        return []
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if PARTIAL_SAVE_SUFFIX in name and os.path.isdir(path):
+            shutil.rmtree(path)
+            logging.warning("Removed %s, an unfinished save of an earlier run.", path)
+            removed.append(path)
+    return removed
+
+
 def checkpoint_manager(workdir, train_cfg):
     """An async orbax CheckpointManager in `<workdir>/checkpoints`."""
     options = ocp.CheckpointManagerOptions(
@@ -26,9 +64,7 @@ def checkpoint_manager(workdir, train_cfg):
         create=True,
         enable_async_checkpointing=True,
     )
-    return ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"), options=options
-    )
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
 def _allgather_json(obj):

@@ -21,6 +21,7 @@ from hair_jax import evaluate as evaluate_lib
 from hair_jax.train.build import setup
 from hair_jax.train.checkpoints import (
     checkpoint_manager,
+    remove_partial_saves,
     restore_checkpoint,
     save_checkpoint,
 )
@@ -67,6 +68,9 @@ def train_and_evaluate(
 ):
     """Trains (resuming from `workdir` if possible), then evaluates.
 
+    Folders of saves that an earlier run left unfinished are deleted first
+    (`checkpoints.remove_partial_saves`).
+
     Args:
       config: see configs/demo.py for the fields.
       workdir: checkpoints, TensorBoard events and config.json go here.
@@ -89,6 +93,7 @@ def train_and_evaluate(
     num_steps, _ = schedule_steps(tc)
     loader = (make_loader or default_loader)(config, tc.seed, process_batch)
     _check_epoch_size(tc, loader)
+    remove_partial_saves(workdir)
     mngr = checkpoint_manager(workdir, tc)
     state = restore_checkpoint(mngr, run.shardings, run.abstract_state, loader)
     if state is None:
