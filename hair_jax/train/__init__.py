@@ -1,6 +1,7 @@
 """Training Res-HAIR and the Restormer baseline: `train_and_evaluate(config, workdir)`.
 
 Modules, in the order a run uses them:
+  config.py       ConfigError; the model a config names; checks before a run starts
   mesh.py         multi-host set-up, the ('data', 'model') mesh, shardings, global batches
   state.py        TrainState, optimizer and schedule, initialisation onto the mesh
   step.py         the pure train step, jitted once with shardings and a donated state
@@ -18,11 +19,13 @@ current run has.
 
 from hair_jax.train.build import Setup, setup
 from hair_jax.train.checkpoints import restore_train_state
+from hair_jax.train.config import ConfigError
 from hair_jax.train.loop import train_and_evaluate
 from hair_jax.train.mesh import create_mesh, maybe_initialize_distributed
 from hair_jax.train.state import TrainState
 
 __all__ = [
+    "ConfigError",
     "Setup",
     "TrainState",
     "create_mesh",

@@ -7,6 +7,7 @@ from flax import nnx
 import jax
 import optax
 
+from hair_jax.train.config import model_config
 from hair_jax.train.mesh import create_mesh
 from hair_jax.train.state import (
     TrainState,
@@ -15,7 +16,6 @@ from hair_jax.train.state import (
     make_init_fn,
     make_optimizer,
     make_schedule,
-    model_config,
 )
 from hair_jax.train.step import make_train_step
 

@@ -21,6 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from hair_jax.train.build import setup
+from hair_jax.train.config import check_resume
 
 
 # The name suffix of a save in progress (".orbax-checkpoint-tmp" in orbax 0.12.8).
@@ -127,8 +128,14 @@ def restore_train_state(config, workdir, *, mesh=None, step=None):
     """(graphdef, TrainState) of a run's checkpoint, on `mesh` (default: all).
 
     The mesh may differ from the one that wrote the checkpoint (e.g. 8
-    devices -> 1). Raises FileNotFoundError if there is no checkpoint.
+    devices -> 1).
+
+    Raises:
+      ConfigError: `config` differs from the run's config.json in a field
+        that shapes the state (see `config.check_resume`).
+      FileNotFoundError: there is no checkpoint.
     """
+    check_resume(config, workdir)
     run = setup(config, mesh)
     mngr = checkpoint_manager(workdir, config.train)
     try:

@@ -6,6 +6,8 @@ import time
 import jax
 import numpy as np
 
+from hair_jax.train.config import CONFIG_FILE
+
 
 class Logger:
     """tqdm bar + TensorBoard scalars/images; silent on processes other than 0."""
@@ -20,8 +22,11 @@ class Logger:
         import tqdm  # pylint: disable=g-import-not-at-top
 
         os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
+        # Written whole or not at all: the next run compares itself with it.
+        path = os.path.join(workdir, CONFIG_FILE)
+        with open(path + ".tmp", "w") as f:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+        os.replace(path + ".tmp", path)
         self.writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tb"))
         self.bar = tqdm.tqdm(
             total=num_steps, initial=start_step, unit="step", dynamic_ncols=True, smoothing=0.1

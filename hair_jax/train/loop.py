@@ -25,6 +25,7 @@ from hair_jax.train.checkpoints import (
     restore_checkpoint,
     save_checkpoint,
 )
+from hair_jax.train.config import ConfigError, check_config, check_resume
 from hair_jax.train.logs import Logger
 from hair_jax.train.mesh import batch_sharding, check_batch_size, make_global_batch
 from hair_jax.train.preemption import PreemptionGuard
@@ -33,17 +34,24 @@ from hair_jax.train.step import jit_train_step, make_predict
 
 
 def default_loader(config, seed, process_batch_size):
-    """The data package's training loader for this process."""
+    """The data package's training loader for this process.
+
+    Raises:
+      ConfigError: a dataset it needs has not been built.
+    """
     from hair_jax import data  # pylint: disable=g-import-not-at-top
 
-    return data.make_train_loader(
-        config.data,
-        global_batch_size=config.train.global_batch_size,
-        patch_size=config.train.patch_size,
-        seed=seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
+    try:
+        return data.make_train_loader(
+            config.data,
+            global_batch_size=config.train.global_batch_size,
+            patch_size=config.train.patch_size,
+            seed=seed,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+    except FileNotFoundError as e:  # the message says what to build and how
+        raise ConfigError(f"config.data.name={config.data.name!r}: {e}") from None
 
 
 def default_test_sets(config):
@@ -68,8 +76,10 @@ def train_and_evaluate(
 ):
     """Trains (resuming from `workdir` if possible), then evaluates.
 
-    Folders of saves that an earlier run left unfinished are deleted first
-    (`checkpoints.remove_partial_saves`).
+    Before anything is written or restored, `config` is checked (names,
+    built datasets, and against the config.json of a run already in
+    `workdir`). Folders of saves that an earlier run left unfinished are then
+    deleted (`checkpoints.remove_partial_saves`).
 
     Args:
       config: see configs/demo.py for the fields.
@@ -84,8 +94,11 @@ def train_and_evaluate(
       signal or `train.max_steps_per_run` stops the run.
 
     Raises:
+      ConfigError: a mistake in `config`, or a workdir holding another run.
       FloatingPointError: on a non-finite loss; the bad state is not saved.
     """
+    check_config(config)
+    check_resume(config, workdir)
     tc = config.train
     run = setup(config)
     mesh = run.mesh
@@ -93,9 +106,16 @@ def train_and_evaluate(
     num_steps, _ = schedule_steps(tc)
     loader = (make_loader or default_loader)(config, tc.seed, process_batch)
     _check_epoch_size(tc, loader)
+    logging.info(
+        "Workdir %s; %d devices in %d processes.", workdir, jax.device_count(), jax.process_count()
+    )
     remove_partial_saves(workdir)
     mngr = checkpoint_manager(workdir, tc)
-    state = restore_checkpoint(mngr, run.shardings, run.abstract_state, loader)
+    try:
+        state = restore_checkpoint(mngr, run.shardings, run.abstract_state, loader)
+    except BaseException:
+        mngr.close()  # else its threads die noisily at interpreter exit
+        raise
     if state is None:
         state = run.initialize()
     start = int(jax.device_get(state.step))

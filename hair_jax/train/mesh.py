@@ -13,6 +13,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from hair_jax.train.config import ConfigError
 
 P = jax.sharding.PartitionSpec
 NamedSharding = jax.sharding.NamedSharding
@@ -58,7 +59,7 @@ def create_mesh(model_axis_size=1, devices=None):
     """A ('data', 'model') mesh over `devices` (default: all devices)."""
     devices = list(jax.devices() if devices is None else devices)
     if len(devices) % model_axis_size:
-        raise ValueError(
+        raise ConfigError(
             f"model_axis_size={model_axis_size} does not divide the device count {len(devices)}."
         )
     shape = (len(devices) // model_axis_size, model_axis_size)
@@ -102,8 +103,8 @@ def check_batch_size(global_batch_size, mesh):
     """Raises unless the global batch splits evenly over devices and hosts."""
     n_data, n_proc = mesh.shape["data"], jax.process_count()
     if global_batch_size % n_data or global_batch_size % n_proc:
-        raise ValueError(
-            f"global_batch_size={global_batch_size} must be divisible by the "
+        raise ConfigError(
+            f"config.train.global_batch_size={global_batch_size} must be divisible by the "
             f"number of data-parallel devices ({n_data}) and of processes "
             f"({n_proc}); per-device batch = global / device count."
         )

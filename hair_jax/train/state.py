@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from hair_jax import models
+from hair_jax.train.config import ConfigError
 from hair_jax.train.mesh import state_shardings
 
 
@@ -28,13 +29,6 @@ class TrainState:
     ema: nnx.State | None  # EMA of params, or None when disabled.
 
 
-def model_config(config):
-    """The `models.ModelConfig` named by config.model (variant + overrides)."""
-    overrides = dict(config.model.get("overrides", {}))
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-    return models.get_config(config.model.variant, **overrides)
-
-
 def schedule_steps(train_cfg):
     """(num_steps, warmup_steps) actually used, validated.
 
@@ -44,7 +38,7 @@ def schedule_steps(train_cfg):
     """
     num_steps = int(train_cfg.num_steps)
     if num_steps <= 0:
-        raise ValueError(f"config.train.num_steps must be positive: {num_steps}")
+        raise ConfigError(f"config.train.num_steps must be positive: {num_steps}")
     warmup = int(train_cfg.warmup_steps)
     if warmup >= num_steps:
         clipped = num_steps // 10
