@@ -71,10 +71,10 @@ def run_helper(*args, devices=1, timeout=300):
 
 def train_tiny(workdir, **train):
     """train_and_evaluate of `tiny_config(**train)` on fake data, no evaluation."""
-    from hair_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+    from hair_jax import train as hair_train  # pylint: disable=g-import-not-at-top
 
     config = tiny_config(**train)
-    return train_lib.train_and_evaluate(
+    return hair_train.train_and_evaluate(
         config, str(workdir), make_loader=fake_loader_factory(), test_sets={}
     )
 
