@@ -7,12 +7,20 @@
 Several processes (one per host): pass --coordinator_address,
 --num_processes and --process_id, or rely on JAX's cluster detection
 (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI; --distributed for TPU pods).
-Rerunning with the same --workdir resumes from its latest checkpoint.
+Rerunning with the same --workdir resumes from its latest checkpoint; the
+config may then change only the run length, intervals, device layout, data
+paths and evaluation (hair_jax.train.config.RESUMABLE_FIELDS).
+
+A mistake (a misspelt field, an unknown model or data name, a dataset that
+was not built, another run's workdir) ends with one line on stderr and exit
+code 2, before anything is written.
 """
 
 import datetime
 import logging as std_logging
 import os
+import re
+import sys
 
 from absl import app
 from absl import flags
@@ -20,10 +28,14 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "demo.py")
+# No default in the flag: with one, ml_collections applies the --config.<field>
+# overrides while this file is imported, where a misspelt field can only end
+# in a traceback. _parse_flags passes --config=DEFAULT_CONFIG instead.
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
-    os.path.join(os.path.dirname(__file__), "configs", "demo.py"),
-    "Training config file (ml_collections).",
+    None,
+    f"Training config file (ml_collections); default {DEFAULT_CONFIG}.",
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints and logs; default runs/<name>-<time>.")
@@ -38,15 +50,57 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "Call jax.distributed.initialize() with "
     "auto-detection even without cluster variables (TPU pods).",
 )
+_CONFIG_FILE_ARG = re.compile(r"--?config(=(.*))?$")
+_OVERRIDE_ARG = re.compile(r"--?(?:no)?config\.([^=]+)")
 
 
-class _QuietOrbax(std_logging.Filter):
-    """Drops orbax's per-save INFO lines (dozens per checkpoint)."""
+class _QuietLibraries(std_logging.Filter):
+    """Drops orbax's and tfds's INFO lines (dozens per checkpoint or dataset)."""
 
     def filter(self, record):
-        return record.levelno >= std_logging.WARNING or (
-            f"{os.sep}orbax{os.sep}" not in record.pathname
+        return record.levelno >= std_logging.WARNING or not any(
+            f"{os.sep}{lib}{os.sep}" in record.pathname for lib in ("orbax", "tensorflow_datasets")
         )
+
+
+def fail(message):
+    """Ends the program with one line on stderr and exit code 2."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    print(f"train.py: error: {'; '.join(lines)}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _parse_flags(argv):
+    """absl's flag parsing; a mistake ends with one line (`fail`)."""
+    args = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
+    config_file = DEFAULT_CONFIG
+    for i, arg in enumerate(args):
+        found = _CONFIG_FILE_ARG.match(arg)
+        if found:
+            config_file = found.group(2) if found.group(1) else (args[i + 1 :] or [""])[0]
+            break
+    else:
+        argv = [argv[0], f"--config={config_file}", *argv[1:]]
+    if not os.path.isfile(config_file.split(":")[0]):
+        fail(f"--config: no config file {config_file!r}; see configs/ for the configs")
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(f"{e} (see --helpshort)")
+    except (AttributeError, KeyError):
+        # ml_collections' way to say that a --config.<field> names no field.
+        from hair_jax.train import config as config_lib  # pylint: disable=g-import-not-at-top
+
+        probe = flags.FlagValues()
+        config_flags.DEFINE_config_file(
+            "config", config_file, flag_values=probe, sys_argv=argv[:1], lock_config=False
+        )
+        for arg in args:
+            found = _OVERRIDE_ARG.match(arg)
+            why = found and config_lib.unknown_field(probe["config"].value, found.group(1))
+            if why:
+                fail(f"--config.{found.group(1)}: {why}; the fields are in {config_file}")
+        raise
 
 
 def default_workdir(name):
@@ -56,24 +110,23 @@ def default_workdir(name):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.get_absl_handler().addFilter(_QuietOrbax())
-    from hair_jax import train_lib  # pylint: disable=g-import-not-at-top
+        fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+    logging.get_absl_handler().addFilter(_QuietLibraries())
+    from hair_jax import train  # pylint: disable=g-import-not-at-top
 
-    train_lib.maybe_initialize_distributed(
+    train.maybe_initialize_distributed(
         _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, force=_DISTRIBUTED.value
     )
     config = _CONFIG.value
-    workdir = _WORKDIR.value or default_workdir(config.name)
     if jax.process_count() > 1 and _WORKDIR.value is None:
-        raise app.UsageError("Several processes need a shared --workdir.")
-    logging.info(
-        "Workdir %s; %d devices in %d processes.", workdir, jax.device_count(), jax.process_count()
-    )
-    train_lib.train_and_evaluate(config, workdir)
+        fail("several processes need one shared --workdir")
+    try:
+        train.train_and_evaluate(config, _WORKDIR.value or default_workdir(config.name))
+    except train.ConfigError as e:
+        fail(e)
     if jax.process_count() > 1:
         jax.distributed.shutdown()
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

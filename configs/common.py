@@ -13,7 +13,7 @@ from hair_jax import data
 
 
 def get_base_config():
-    """A ConfigDict with every field train_lib reads."""
+    """A ConfigDict with every field hair_jax.train reads."""
     config = ml_collections.ConfigDict()
     config.name = "base"
 

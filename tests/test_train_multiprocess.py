@@ -14,9 +14,6 @@ import numpy as np
 
 import train_helpers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HELPER = os.path.join(ROOT, "tests", "train_helpers.py")
-
 
 def _free_port():
     with socket.socket() as s:
@@ -27,7 +24,7 @@ def _free_port():
 def test_two_processes_train_to_identical_parameters(tmp_path):
     # No persistent XLA cache here: with cached executables the two processes
     # deadlocked in gloo's context set-up (seen with jax 0.10.2 on CPU).
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=train_helpers.ROOT)
     for k in ("XLA_FLAGS", *train_helpers.cache_env()):
         env.pop(k, None)
     address = f"127.0.0.1:{_free_port()}"
@@ -35,7 +32,7 @@ def test_two_processes_train_to_identical_parameters(tmp_path):
         subprocess.Popen(
             [
                 sys.executable,
-                HELPER,
+                train_helpers.HELPER,
                 "--devices",
                 "2",
                 "train",
@@ -48,7 +45,7 @@ def test_two_processes_train_to_identical_parameters(tmp_path):
                 address,
             ],
             env=env,
-            cwd=ROOT,
+            cwd=train_helpers.ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -7,10 +7,12 @@ be forced before jax is imported:
   python tests/train_helpers.py --devices 2 train WORKDIR --num_processes 2 \
       --process_id 0 --coordinator 127.0.0.1:PORT
   python tests/train_helpers.py --devices 8 restore WORKDIR OUT.npz
+It is also a config file: python train.py --config=tests/train_helpers.py
 """
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,12 +29,61 @@ NUM_STEPS = 4  # the schedule is compiled into the step: keep one value
 CACHE_DIR = os.path.join(tempfile.gettempdir(), "hair_jax_test_xla_cache")
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HELPER = os.path.abspath(__file__)
+
+
 def cache_env():
     """Environment for the persistent XLA cache shared by all test processes."""
     return {
         "JAX_COMPILATION_CACHE_DIR": CACHE_DIR,
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "1",
     }
+
+
+def use_compilation_cache():
+    """Shares the persistent XLA cache with every test process.
+
+    The same train step is compiled by several tests and subprocesses.
+    """
+    import jax  # pylint: disable=g-import-not-at-top
+
+    jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1)
+
+
+def subprocess_env():
+    """Environment of a CPU subprocess: one device, the shared XLA cache."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **cache_env())
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+def run_helper(*args, devices=1, timeout=300):
+    """Runs this file as a script (see the module docstring); must succeed."""
+    cmd = [sys.executable, HELPER, "--devices", str(devices), *map(str, args)]
+    proc = subprocess.run(
+        cmd, env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def train_tiny(workdir, **train):
+    """train_and_evaluate of `tiny_config(**train)` on fake data, no evaluation."""
+    from hair_jax import train as hair_train  # pylint: disable=g-import-not-at-top
+
+    config = tiny_config(**train)
+    return hair_train.train_and_evaluate(
+        config, str(workdir), make_loader=fake_loader_factory(), test_sets={}
+    )
+
+
+def leaves(tree):
+    """The leaves of a pytree as numpy arrays."""
+    import jax  # pylint: disable=g-import-not-at-top
+
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
 class FakeLoader:
@@ -103,6 +154,11 @@ def tiny_config(**train):
     return config
 
 
+def get_config():
+    """`tiny_config()`: this file is also a config for train.py's --config."""
+    return tiny_config()
+
+
 def params_dict(state):
     """Flat {path: numpy} of params (gathered from all processes)."""
     import jax  # pylint: disable=g-import-not-at-top
@@ -116,17 +172,19 @@ def params_dict(state):
 def _onestep(args):
     """Two train steps (lr 0, then 1e-3) of the same data on 8 devices and 1."""
     import jax  # pylint: disable=g-import-not-at-top
-    from hair_jax import train_lib  # pylint: disable=g-import-not-at-top
+    from hair_jax import train  # pylint: disable=g-import-not-at-top
+    from hair_jax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+    from hair_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
 
     config = tiny_config()
     out = {}
     for n in (jax.device_count(), 1):
-        mesh = train_lib.create_mesh(devices=jax.devices()[:n])
-        run = train_lib.setup(config, mesh)
-        step = train_lib.jit_train_step(run.train_step, run.shardings, mesh)
+        mesh = train.create_mesh(devices=jax.devices()[:n])
+        run = train.setup(config, mesh)
+        step = step_lib.jit_train_step(run.train_step, run.shardings, mesh)
         loader, state = FakeLoader(BATCH, PATCH, seed=0), run.initialize()
         for _ in range(2):
-            batch = train_lib.make_global_batch(next(loader), train_lib.batch_sharding(mesh), BATCH)
+            batch = mesh_lib.make_global_batch(next(loader), mesh_lib.batch_sharding(mesh), BATCH)
             state, metrics = step(state, batch)
         for k, v in params_dict(state).items():
             out[f"{n}/{k}"] = v
@@ -136,15 +194,15 @@ def _onestep(args):
 
 def _train(args):
     import jax  # pylint: disable=g-import-not-at-top
-    from hair_jax import train_lib  # pylint: disable=g-import-not-at-top
+    from hair_jax import train  # pylint: disable=g-import-not-at-top
 
     if args.num_processes > 1:
-        train_lib.maybe_initialize_distributed(
+        train.maybe_initialize_distributed(
             args.coordinator, args.num_processes, args.process_id
         )
     config = tiny_config(checkpoint_every=args.checkpoint_every)
     loader = fake_loader_factory(slow_from=args.slow_from, slow_seconds=args.slow_seconds)
-    state, _ = train_lib.train_and_evaluate(config, args.workdir, make_loader=loader, test_sets={})
+    state, _ = train.train_and_evaluate(config, args.workdir, make_loader=loader, test_sets={})
     params = params_dict(state)
     np.savez(os.path.join(args.workdir, f"params_{jax.process_index()}.npz"), **params)
     if args.num_processes > 1:
@@ -152,9 +210,9 @@ def _train(args):
 
 
 def _restore(args):
-    from hair_jax import train_lib  # pylint: disable=g-import-not-at-top
+    from hair_jax import train  # pylint: disable=g-import-not-at-top
 
-    _, state = train_lib.restore_train_state(tiny_config(), args.workdir)
+    _, state = train.restore_train_state(tiny_config(), args.workdir)
     np.savez(args.out, **params_dict(state))
 
 

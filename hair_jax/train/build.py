@@ -1,0 +1,52 @@
+"""Everything a config determines before the first step (`setup`)."""
+
+import dataclasses
+from typing import Any, Callable
+
+from flax import nnx
+import jax
+import optax
+
+from hair_jax.train.config import model_config
+from hair_jax.train.mesh import create_mesh
+from hair_jax.train.state import (
+    TrainState,
+    abstract_train_state,
+    init_train_state,
+    make_init_fn,
+    make_optimizer,
+    make_schedule,
+)
+from hair_jax.train.step import make_train_step
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything derived from a config before the first step."""
+
+    mesh: jax.sharding.Mesh
+    model_config: Any
+    graphdef: nnx.GraphDef
+    schedule: optax.Schedule
+    train_step: Callable[..., Any]  # pure, not yet jitted
+    abstract_state: TrainState  # of jax.ShapeDtypeStruct
+    shardings: Any  # TrainState of NamedSharding
+    init_fn: Callable[..., TrainState]
+    seed: int
+
+    def initialize(self):
+        """A freshly initialised TrainState, created on the mesh."""
+        return init_train_state(self.init_fn, self.shardings, self.seed)
+
+
+def setup(config, mesh=None):
+    """Builds mesh, model and optimizer; the state stays abstract."""
+    tc = config.train
+    mesh = mesh or create_mesh(tc.get("model_axis_size", 1))
+    schedule = make_schedule(tc)
+    tx = make_optimizer(tc, schedule)
+    mcfg = model_config(config)
+    graphdef, init_fn = make_init_fn(mcfg, tx, tc.ema_decay > 0)
+    abstract, shardings = abstract_train_state(init_fn, mesh, tc.get("shard_min_size", 2**18))
+    step = make_train_step(graphdef, tx, schedule, tc.ema_decay)
+    return Setup(mesh, mcfg, graphdef, schedule, step, abstract, shardings, init_fn, tc.seed)

@@ -1,0 +1,157 @@
+"""What a run config names, and the mistakes caught before a run starts.
+
+A `ConfigError` is a mistake the user fixes in the config or on the command
+line: an unknown model or data name, a dataset that was not built, a workdir
+that holds a run of another model. Its message is one line naming the field,
+name, file or workdir and what to do; train.py prints it without a traceback
+and exits with code 2. `train_and_evaluate` runs these checks before it
+writes or restores anything, so a mistaken run leaves the workdir as it was.
+"""
+
+import difflib
+import json
+import os
+
+import ml_collections
+
+from hair_jax import data
+from hair_jax import models
+
+CONFIG_FILE = "config.json"
+
+# Fields that may change when a run resumes: its length, how often it logs and
+# saves, the device layout, where the data lives and how it is read, and the
+# evaluation. Every other difference (model, data, seed, batch, patch,
+# optimizer, schedule shape, EMA) makes a different run, and several of them
+# change the checkpoint's shapes or structure.
+RESUMABLE_FIELDS = (
+    "name",
+    "train.num_steps",
+    "train.num_epochs",
+    "train.log_every",
+    "train.image_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.max_steps_per_run",
+    "train.model_axis_size",
+    "train.shard_min_size",
+    "data.data_dir",
+    "data.train_root",
+    "data.test_root",
+    "data.folders",
+    "data.test_sets",
+    "data.num_workers",
+    "data.num_threads",
+    "data.prefetch",
+    "eval",
+)
+
+
+class ConfigError(ValueError):
+    """A config that cannot run as given; the message says what to change."""
+
+
+def model_config(config):
+    """The `models.ModelConfig` named by config.model (variant + overrides).
+
+    Raises:
+      ConfigError: an unknown variant, or overrides the ModelConfig rejects.
+    """
+    overrides = dict(config.model.get("overrides", {}))
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    try:
+        return models.get_config(config.model.variant, **overrides)
+    except (TypeError, ValueError) as e:  # get_config's and ModelConfig's own checks
+        raise ConfigError(f"config.model: {e}") from None
+
+
+def check_config(config):
+    """Raises ConfigError unless config names a known model, data and tasks."""
+    model_config(config)
+    try:
+        data.tasks_of(config.data)
+        data.test_sets_of(config.data)
+    except ValueError as e:  # the data package's name checks
+        raise ConfigError(f"config.data: {e}") from None
+
+
+def unknown_field(config, path):
+    """Why dotted `path` names no field of `config`, or None if it does.
+
+    For command lines: ml_collections reports a misspelt --config.<path> as a
+    bare KeyError/AttributeError naming only the last key.
+    """
+    node, keys = config, path.split(".")
+    for i, key in enumerate(keys):
+        parent = ".".join(["config", *keys[:i]])
+        if not isinstance(node, (dict, ml_collections.ConfigDict)):
+            return f"{parent} ({type(node).__name__}) has no field {key!r}"
+        if key not in node:
+            close = difflib.get_close_matches(key, [str(k) for k in node.keys()], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return f"{parent} has no field {key!r}{hint}"
+        node = node[key]
+    return None
+
+
+def _flatten(tree, prefix=""):
+    """{'a.b': leaf} of nested dicts."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    return flat
+
+
+def _resumable(field):
+    return any(field == f or field.startswith(f + ".") for f in RESUMABLE_FIELDS)
+
+
+class _Absent:
+    def __repr__(self):
+        return "absent"
+
+
+_ABSENT = _Absent()
+
+
+def config_differences(saved, config):
+    """[(field, saved value, new value)] that forbid resuming, sorted by field.
+
+    Args:
+      saved: a run's config as read back from its config.json (a dict).
+      config: the new ConfigDict.
+    """
+    # The same JSON round trip as the saved file: tuples become lists.
+    new = _flatten(json.loads(config.to_json_best_effort(sort_keys=True)))
+    old = _flatten(saved)
+    return [
+        (field, old.get(field, _ABSENT), new.get(field, _ABSENT))
+        for field in sorted(set(old) | set(new))
+        if not _resumable(field) and old.get(field, _ABSENT) != new.get(field, _ABSENT)
+    ]
+
+
+def check_resume(config, workdir):
+    """Raises ConfigError if `workdir` holds a run of another config.
+
+    Only the fields outside RESUMABLE_FIELDS must match the workdir's
+    config.json; a workdir without one passes.
+    """
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        try:
+            saved = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} is not valid JSON ({e}); use a new --workdir") from None
+    differences = config_differences(saved, config)
+    if differences:
+        shown = ", ".join(f"{k} (saved {old!r}, now {new!r})" for k, old, new in differences[:3])
+        more = f" and {len(differences) - 3} more fields" if len(differences) > 3 else ""
+        raise ConfigError(
+            f"{path} differs from this config in {shown}{more}; "
+            "use a new --workdir, or the saved values to resume that run"
+        )

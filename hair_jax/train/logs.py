@@ -1,0 +1,75 @@
+"""Progress and TensorBoard logging (process 0 only)."""
+
+import os
+import time
+
+import jax
+import numpy as np
+
+from hair_jax.train.config import CONFIG_FILE
+
+
+class Logger:
+    """tqdm bar + TensorBoard scalars/images; silent on processes other than 0."""
+
+    def __init__(self, workdir, config, start_step, num_steps):
+        self.active = jax.process_index() == 0
+        self.writer = self.bar = None
+        self._last = (start_step, time.perf_counter())
+        if not self.active:
+            return
+        import tensorboardX  # pylint: disable=g-import-not-at-top
+        import tqdm  # pylint: disable=g-import-not-at-top
+
+        os.makedirs(workdir, exist_ok=True)
+        # Written whole or not at all: the next run compares itself with it.
+        path = os.path.join(workdir, CONFIG_FILE)
+        with open(path + ".tmp", "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+        os.replace(path + ".tmp", path)
+        self.writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tb"))
+        self.bar = tqdm.tqdm(
+            total=num_steps, initial=start_step, unit="step", dynamic_ncols=True, smoothing=0.1
+        )
+
+    def step(self, step, metrics, log):
+        """Advances the bar; on `log` steps writes scalars and steps/s."""
+        if not self.active:
+            return
+        self.bar.update(1)
+        if not log:
+            return
+        now = time.perf_counter()
+        last_step, last_time = self._last
+        self._last = (step, now)
+        scalars = dict(metrics)
+        scalars["steps_per_sec"] = (step - last_step) / max(now - last_time, 1e-9)
+        for k, v in scalars.items():
+            self.writer.add_scalar(f"train/{k}", float(v), step)
+        self.bar.set_postfix(
+            loss=f"{scalars['loss']:.4f}",
+            psnr=f"{scalars['psnr']:.2f}",
+            lr=f"{scalars['lr']:.2e}",
+            sps=f"{scalars['steps_per_sec']:.2f}",
+        )
+
+    def images(self, step, degraded, restored, clean):
+        """One grid image: a row per example, degraded | restored | clean."""
+        if not self.active:
+            return
+        grid = np.concatenate([degraded, np.clip(restored, 0, 1), clean], axis=2)
+        grid = np.concatenate(list(grid), axis=0)  # [n*H, 3*W, 3]
+        self.writer.add_image("train/degraded_restored_clean", grid, step, dataformats="HWC")
+
+    def write_text(self, tag, text, step):
+        if self.active:
+            self.writer.add_text(tag, f"<pre>{text}</pre>", step)
+
+    def close_bar(self):
+        if self.active:
+            self.bar.close()
+
+    def close(self):
+        if self.active:
+            self.bar.close()
+            self.writer.close()

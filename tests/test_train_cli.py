@@ -1,0 +1,144 @@
+"""Tests of train.py, the training entry point, run as a subprocess.
+
+Mistakes in a command line must end with one line on stderr, exit code 2
+and the workdir as it was.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import train_helpers
+
+
+def test_demo_config_through_train_py(tmp_path):
+    """configs/demo.py (Res-HAIR on the synthetic data), shrunk to 3 steps."""
+    workdir = tmp_path / "demo"
+    cmd = [
+        sys.executable,
+        "train.py",
+        f"--workdir={workdir}",
+        "--config.model.overrides.num_blocks=(1,1,1,1)",
+        "--config.train.num_steps=3",
+        "--config.train.log_every=1",
+        "--config.train.image_every=2",
+        "--config.train.checkpoint_every=2",
+        "--config.eval.max_images_per_set=1",
+    ]
+    proc = subprocess.run(
+        cmd,
+        env=train_helpers.subprocess_env(),
+        cwd=train_helpers.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"test set .* degraded PSNR .* restored PSNR", proc.stdout)
+    assert "synthetic_derain" in proc.stdout
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "3"]
+    events = os.listdir(workdir / "tb")
+    assert events and all(e.startswith("events.out.tfevents") for e in events)
+    assert (workdir / "config.json").exists()
+    assert (workdir / "export" / "config.json").exists()
+
+
+# ------------------------------------------------ mistakes: one line, exit 2 --
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A workdir with a checkpoint of train_helpers' tiny config (2 steps)."""
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    train_helpers.use_compilation_cache()
+    train_helpers.train_tiny(workdir, max_steps_per_run=2)
+    assert os.listdir(workdir / "checkpoints") == ["2"]
+    return workdir
+
+
+def _listing(workdir):
+    return sorted(
+        os.path.relpath(os.path.join(root, name), workdir)
+        for root, dirs, files in os.walk(workdir)
+        for name in dirs + files
+    )
+
+
+def _fails_with_one_line(workdir, *args):
+    """Runs train.py; asserts exit code 2, one stderr line, workdir untouched."""
+    before = _listing(workdir) if os.path.exists(workdir) else None
+    config = (workdir / "config.json").read_bytes() if before else None
+    proc = subprocess.run(
+        [sys.executable, "train.py", f"--workdir={workdir}", *args],
+        env=train_helpers.subprocess_env(),
+        cwd=train_helpers.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    if before is None:
+        assert not os.path.exists(workdir)
+    else:
+        assert _listing(workdir) == before
+        assert (workdir / "config.json").read_bytes() == config
+    return lines[0]
+
+
+def test_misspelt_config_field_is_one_line(tiny_run):
+    # Without --config: demo.py, whose overrides ml_collections applies on import.
+    line = _fails_with_one_line(tiny_run, "--config.train.log_evry=1")
+    assert "--config.train.log_evry" in line and "did you mean 'log_every'" in line
+    line = _fails_with_one_line(
+        tiny_run, "--config=tests/train_helpers.py", "--config.train.nonexistent=1"
+    )
+    assert "config.train has no field 'nonexistent'" in line
+
+
+def test_missing_config_file_is_one_line(tiny_run):
+    line = _fails_with_one_line(tiny_run, "--config=configs/nothere.py")
+    assert "--config" in line and "'configs/nothere.py'" in line
+
+
+def test_unknown_model_name_is_one_line(tiny_run):
+    line = _fails_with_one_line(
+        tiny_run, "--config=tests/train_helpers.py", "--config.model.variant=res_hiar"
+    )
+    assert "config.model" in line and "'res_hiar'" in line and "'res_hair'" in line
+
+
+def test_unknown_data_name_is_one_line(tiny_run):
+    line = _fails_with_one_line(
+        tiny_run, "--config=tests/train_helpers.py", "--config.data.name=synthetc"
+    )
+    assert "config.data" in line and "'synthetc'" in line and "'synthetic'" in line
+
+
+def test_dataset_not_built_is_one_line(tmp_path):
+    empty = tmp_path / "tfds"
+    empty.mkdir()
+    line = _fails_with_one_line(
+        tmp_path / "new_run",
+        "--config=tests/train_helpers.py",
+        "--config.data.name=all_in_one_3d",
+        f"--config.data.data_dir={empty}",
+    )
+    assert "all_in_one_3d" in line and str(empty) in line
+    assert "python -m hair_jax.data.prepare" in line
+    assert os.listdir(empty) == []
+
+
+def test_resuming_another_model_is_one_line(tiny_run):
+    # Res-HAIR's train step is never compiled: the check comes first.
+    line = _fails_with_one_line(
+        tiny_run,
+        "--config=tests/train_helpers.py",
+        "--config.model.overrides.dim=16",
+        "--config.train.num_steps=8",  # may change on resume: not reported
+    )
+    assert f"{tiny_run}{os.sep}config.json" in line
+    assert "model.overrides.dim (saved 8, now 16)" in line
+    assert "num_steps" not in line and "new --workdir" in line
