@@ -35,6 +35,11 @@ RESUMABLE_FIELDS = (
     "train.max_steps_per_run",
     "train.model_axis_size",
     "train.shard_min_size",
+    # How the model computes, not what it computes: same parameters.
+    "model.overrides.remat",
+    "model.overrides.scan_blocks",
+    "model.overrides.dtype",
+    "model.overrides.conv_impl",
     "data.data_dir",
     "data.train_root",
     "data.test_root",

@@ -1,0 +1,58 @@
+"""The benchmark script runs end to end and prints well-formed JSON lines
+(a quick run on a tiny model; timings are never asserted)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+# Stands in for ../shared/tools/ref_bench.py: same command line, same rows.
+FAKE_REF_BENCH = """
+import argparse, json
+p = argparse.ArgumentParser()
+p.add_argument("ref_dir"); p.add_argument("--sizes", nargs="*"); p.add_argument("--train_batches", nargs="*")
+p.add_argument("--train_size"); p.add_argument("--repeats"); p.add_argument("--block", nargs=2)
+a = p.parse_args()
+c, hw = a.block
+for what in [f"block C{c} 1x{hw}x{hw} fwd", f"block C{c} 1x{hw}x{hw} fwd+bwd", "infer 1x32x32"]:
+    print(json.dumps({"peer": "torch-ref", "what": what, "s": 2.0, "peak_rss_gb": 1.0}))
+"""
+
+
+def test_benchmark_prints_rows_and_ratios(tmp_path):
+    fake = tmp_path / "ref_bench.py"
+    fake.write_text(FAKE_REF_BENCH)
+    cmd = [
+        sys.executable, "benchmarks/bench_model.py", "--variants", "tiny", "--infer", "32",
+        "--train", "1", "--train_size", "32", "--repeats", "1", "--block", "8", "16",
+        "--reference", str(tmp_path), "--ref_bench", str(fake),
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    ours = [r for r in rows if r.get("peer") == "hair-jax"]
+    assert [r["what"] for r in ours] == [
+        "infer 1x32x32", "train step 1x32x32", "block C8 1x16x16 fwd",
+        "block C8 1x16x16 fwd+bwd", "block C8 attn fwd+bwd", "block C8 ffn fwd+bwd",
+    ]
+    for r in ours:
+        assert "error" not in r, r
+        assert r["s"] > 0 and r["compile_s"] >= 0 and r["peak_rss_gb"] > 0 and "temp_gb" in r
+    assert ours[1]["images_per_s"] == round(1 / ours[1]["s"], 2)
+    assert len([r for r in rows if r.get("peer") == "torch-ref"]) == 3
+    # Ratios for the rows both sides measured (the tiny model is not the reference's).
+    ratios = {r["of"]: r for r in rows if r["what"] == "ratio"}
+    assert sorted(ratios) == ["block C8 1x16x16 fwd", "block C8 1x16x16 fwd+bwd"]
+    for of, r in ratios.items():
+        mine = next(o for o in ours if o["what"] == of)
+        assert r["speedup"] == round(2.0 / mine["s"], 2)
+        assert r["mem_ratio"] == round(mine["peak_rss_gb"] / 1.0, 2)
+
+
+def test_benchmark_reports_a_missing_reference_script(tmp_path):
+    cmd = [sys.executable, "benchmarks/bench_model.py", "--reference", str(tmp_path),
+           "--ref_bench", str(tmp_path / "nope.py")]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and out.stderr.strip().endswith("nope.py not found; pass --ref_bench PATH")
