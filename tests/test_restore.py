@@ -1,14 +1,12 @@
 """hair_jax.restore: the `hair-restore` command on folders of real files.
 
 Most tests run `restore.main` in-process with a pointwise stand-in model
-(tests/fake_models.py), so every output pixel is known; one runs the real
-command in a subprocess with the tiny Res-HAIR checkpoint of tests/data.
+(tests/fake_models.py), so every output pixel is known; one runs it with
+the tiny Res-HAIR checkpoint of tests/data.
 """
 
 import os
-import subprocess
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +136,9 @@ def test_existing_outputs_and_inputs_are_never_overwritten(tmp_path, fake_checkp
     # Nor another input: b.jpg -> b.png (--format png) next to the input b.png.
     PIL.Image.fromarray(_rgb(40, 40, 2)).save(src / "b.jpg")
     original = (src / "b.png").read_bytes()
-    assert _run(src / "b.jpg", src / "b.png", "--output", src, "--format", "png", "--overwrite") == 1
+    assert (
+        _run(src / "b.jpg", src / "b.png", "--output", src, "--format", "png", "--overwrite") == 1
+    )
     assert (src / "b.png").read_bytes() == original
 
 
@@ -210,28 +210,18 @@ def test_console_script_is_declared():
     assert callable(getattr(restore, entry.group(2)))
 
 
-def test_command_line_with_the_tiny_res_hair(tmp_path):
-    """`python -m hair_jax.restore` with a real checkpoint; under-32 px and gray input."""
+def test_command_line_with_the_tiny_res_hair(tmp_path, capsys):
+    """The real tiny Res-HAIR checkpoint; under-32 px gray input, one bad file."""
     src = tmp_path / "in"
     src.mkdir()
     PIL.Image.fromarray(_rgb(20, 13, 0)[..., 0]).save(src / "tiny_gray.png")
     PIL.Image.fromarray(_rgb(40, 50, 1)).save(src / "photo.jpg")
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    cmd = [
-        sys.executable,
-        "-m",
-        "hair_jax.restore",
-        str(src),
-        "--checkpoint",
-        str(CKPT),
-        "--output",
-        str(tmp_path / "out"),
-    ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    assert proc.stderr.count("broken.png") == 1 and "Traceback" not in proc.stderr
-    assert "Restored 2 image(s)" in proc.stdout and "(1 compile(s))" in proc.stdout
+    code = restore.main([str(src), "--checkpoint", str(CKPT), "--output", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.count("broken.png") == 1 and "Traceback" not in captured.err
+    assert "Restored 2 image(s)" in captured.out and "(1 compile(s))" in captured.out
     gray = PIL.Image.open(tmp_path / "out" / "tiny_gray.png")
     assert (gray.mode, gray.size) == ("L", (13, 20))
     photo = np.asarray(PIL.Image.open(tmp_path / "out" / "photo.jpg"))
