@@ -1,14 +1,28 @@
-"""Model export: an orbax checkpoint of the parameters plus config.json.
+"""Model export (orbax parameters plus config.json), and loading any checkpoint.
 
     save_model(model, "exports/hair3d")
     model = load_checkpoint("exports/hair3d")
+    loaded = load_model(path)   # a training workdir, an export or a .ckpt
 
-The directory is written under a temporary name and renamed at the end, so
-an interrupted or failed save never leaves something that looks complete.
+The export directory is written under a temporary name and renamed at the
+end, so an interrupted or failed save never leaves something that looks
+complete.
+
+The three kinds of checkpoint `load_model` tells apart:
+  * a training workdir (`python train.py --workdir DIR`): `DIR/checkpoints/<step>`
+    hold the whole train state (orbax) and `DIR/config.json` the run's config;
+    the model is rebuilt from the config, with the EMA weights when the run
+    kept them;
+  * a model export (`save_model`, `python -m hair_jax.convert`, or a workdir's
+    `export/` at the end of training): `config.json` (the model config) and
+    `params/`;
+  * the authors' PyTorch Lightning `.ckpt` (or a bare state_dict file), read
+    without torch (`hair_jax.load_torch_checkpoint`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -74,3 +88,118 @@ def load_checkpoint(directory: str | os.PathLike) -> nnx.Module:
         params = ckptr.restore(path, target)
     nnx.replace_by_pure_dict(state, params)
     return nnx.merge(graphdef, state)
+
+
+WORKDIR, EXPORT, TORCH = "workdir", "export", "torch"
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model and where it came from.
+
+    Attributes:
+      model: the NNX model, ready to run.
+      kind: WORKDIR, EXPORT or TORCH.
+      path: the checkpoint path as given.
+      step: the training step (workdirs only, else None).
+      weights: "ema" or "raw" for workdirs, else None.
+      data_config: the run's `config.data` (workdirs only, else None).
+    """
+
+    model: nnx.Module
+    kind: str
+    path: str
+    step: int | None = None
+    weights: str | None = None
+    data_config: object | None = None
+
+    def describe(self) -> str:
+        """One line, e.g. 'runs/demo (training workdir, step 250, EMA weights)'."""
+        if self.kind == WORKDIR:
+            weights = "EMA" if self.weights == "ema" else "raw"
+            return f"{self.path} (training workdir, step {self.step}, {weights} weights)"
+        return f"{self.path} ({'model export' if self.kind == EXPORT else 'PyTorch checkpoint'})"
+
+
+def checkpoint_kind(path: str | os.PathLike) -> str:
+    """WORKDIR, EXPORT or TORCH for `path`; ExportError naming it otherwise."""
+    path = os.fspath(path)
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        return WORKDIR
+    if os.path.isfile(os.path.join(path, CONFIG_FILE)) and os.path.isdir(
+        os.path.join(path, PARAMS_DIR)
+    ):
+        return EXPORT
+    if os.path.isfile(path):
+        return TORCH
+    if not os.path.exists(path):
+        raise ExportError(f"{path}: no such file or directory")
+    raise ExportError(
+        f"{path} is not a checkpoint: neither a training workdir (no checkpoints/), "
+        f"a model export (no {CONFIG_FILE} and {PARAMS_DIR}/) nor a PyTorch .ckpt file"
+    )
+
+
+def load_model(
+    path: str | os.PathLike, *, step: int | None = None, raw_weights: bool = False
+) -> LoadedModel:
+    """Loads a model from a training workdir, a model export or a PyTorch .ckpt.
+
+    Args:
+      path: the checkpoint; its kind is detected (see the module docstring).
+      step: workdirs only: this checkpoint step instead of the latest.
+      raw_weights: workdirs only: the trained weights even when the run kept
+        an EMA of them (the EMA is the default).
+
+    Raises:
+      ExportError, CheckpointError: `path` is no checkpoint or is damaged; the
+        message names it.
+    """
+    path = os.fspath(path)
+    kind = checkpoint_kind(path)
+    if kind != WORKDIR and (step is not None or raw_weights):
+        raise ExportError(f"{path}: --step and raw weights apply to training workdirs only")
+    if kind == EXPORT:
+        return LoadedModel(load_checkpoint(path), kind, path)
+    if kind == TORCH:
+        from hair_jax.convert import load_torch_checkpoint  # pylint: disable=g-import-not-at-top
+
+        return LoadedModel(load_torch_checkpoint(path), kind, path)
+    return _load_workdir(path, step, raw_weights)
+
+
+def _load_workdir(path: str, step: int | None, raw_weights: bool) -> LoadedModel:
+    import ml_collections  # pylint: disable=g-import-not-at-top
+
+    # The one place that knows where the training code lives.
+    from hair_jax.train import restore_train_state  # pylint: disable=g-import-not-at-top
+
+    config_path = os.path.join(path, CONFIG_FILE)
+    try:
+        with open(config_path) as f:
+            config = ml_collections.ConfigDict(json.load(f))
+    except FileNotFoundError:
+        raise ExportError(f"{config_path}: not found; the run's config is needed") from None
+    except json.JSONDecodeError as e:
+        raise ExportError(f"{config_path}: invalid JSON ({e})") from None
+    ckpt_dir = os.path.join(path, "checkpoints")
+    steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+    if not steps or (step is not None and step not in steps):
+        have = f"steps {', '.join(map(str, steps))}" if steps else "none"
+        wanted = f"step {step}" if step is not None else "any step"
+        raise ExportError(f"{path}: no checkpoint of {wanted} in {ckpt_dir} ({have})")
+    try:
+        graphdef, state = restore_train_state(config, path, step=step)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise ExportError(f"{path}: cannot restore the checkpoint ({e})") from None
+    use_ema = state.ema is not None and not raw_weights
+    params = state.ema if use_ema else state.params
+    model = nnx.merge(graphdef, params, state.rest)
+    return LoadedModel(
+        model,
+        WORKDIR,
+        path,
+        step=int(state.step),
+        weights="ema" if use_ema else "raw",
+        data_config=config.get("data"),
+    )
