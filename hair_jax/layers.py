@@ -73,9 +73,8 @@ def _depthwise3x3_bwd(res, g):
     # dx is the same stencil with the kernel flipped, over the padded gradient.
     dx = _shifted_fma(jnp.pad(g, ((0, 0), (1, 1), (1, 1), (0, 0))), kernel[::-1, ::-1], h, w)
     # dk[i, j] = sum over b, y, x of xp[b, y+i, x+j] * g[b, y, x]. Written as
-    # nine whole-image reductions, XLA materialises nine image-sized products;
-    # accumulating them over blocks of rows keeps each block in cache
-    # (PERF_NOTES: 2-3x faster, a fifth of the temporaries).
+    # nine whole-image reductions, XLA:CPU materialises nine image-sized
+    # products; accumulated over blocks of rows, each block stays in cache.
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
     rows = _row_block(h, b * w * c * x.dtype.itemsize)
@@ -130,9 +129,10 @@ def depthwise_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """Depthwise 3x3 convolution, stride 1, zero padding 1, as 9 shifted FMAs.
 
     The same sums as `lax.conv_general_dilated` with feature_group_count=C,
-    much faster on CPU (see PERF_NOTES), with a hand-written backward whose
-    kernel gradient is accumulated over cache-sized blocks of rows. Under
-    `jax.vmap` (per-image kernels) it batches like any other function.
+    which XLA:CPU runs far slower, forward and backward. The backward is
+    written out: its kernel gradient is accumulated over cache-sized blocks
+    of rows. Under `jax.vmap` (per-image kernels) it batches like any other
+    function.
 
     Args:
       x: [B, H, W, C].
