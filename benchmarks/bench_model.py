@@ -118,20 +118,42 @@ def _specs(args):
     for overrides in args.settings:
         for variant in args.variants:
             for hw in args.infer:
-                yield dict(variant=variant, what="infer", batch=1, size=hw,
-                           name=f"infer 1x{hw}x{hw}", overrides=overrides)
+                yield dict(
+                    variant=variant,
+                    what="infer",
+                    batch=1,
+                    size=hw,
+                    name=f"infer 1x{hw}x{hw}",
+                    overrides=overrides,
+                )
             for b in args.train:
                 hw = args.train_size
-                yield dict(variant=variant, what="train", batch=b, size=hw,
-                           name=f"train step {b}x{hw}x{hw}", overrides=overrides)
+                yield dict(
+                    variant=variant,
+                    what="train",
+                    batch=b,
+                    size=hw,
+                    name=f"train step {b}x{hw}x{hw}",
+                    overrides=overrides,
+                )
         if args.block:
             c, hw = args.block
-            for part, grad, name in (("block", False, f"block C{c} 1x{hw}x{hw} fwd"),
-                                     ("block", True, f"block C{c} 1x{hw}x{hw} fwd+bwd"),
-                                     ("attn", True, f"block C{c} attn fwd+bwd"),
-                                     ("ffn", True, f"block C{c} ffn fwd+bwd")):
-                yield dict(what="part", part=part, grad=grad, channels=c, batch=1, size=hw,
-                           name=name, overrides=overrides)
+            for part, grad, name in (
+                ("block", False, f"block C{c} 1x{hw}x{hw} fwd"),
+                ("block", True, f"block C{c} 1x{hw}x{hw} fwd+bwd"),
+                ("attn", True, f"block C{c} attn fwd+bwd"),
+                ("ffn", True, f"block C{c} ffn fwd+bwd"),
+            ):
+                yield dict(
+                    what="part",
+                    part=part,
+                    grad=grad,
+                    channels=c,
+                    batch=1,
+                    size=hw,
+                    name=name,
+                    overrides=overrides,
+                )
 
 
 def _run_one(spec):
@@ -141,15 +163,30 @@ def _run_one(spec):
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
     if proc.returncode or not lines:
         err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"peer": "hair-jax", "what": spec["name"], "variant": spec.get("variant"),
-                **spec.get("overrides", {}), "error": err[:300]}
+        return {
+            "peer": "hair-jax",
+            "what": spec["name"],
+            "variant": spec.get("variant"),
+            **spec.get("overrides", {}),
+            "error": err[:300],
+        }
     return json.loads(lines[-1])
 
 
 def _reference_rows(args):
-    cmd = [sys.executable, args.ref_bench, args.reference, "--sizes", *map(str, args.infer),
-           "--train_batches", *map(str, args.train), "--train_size", str(args.train_size),
-           "--repeats", str(args.repeats)]
+    cmd = [
+        sys.executable,
+        args.ref_bench,
+        args.reference,
+        "--sizes",
+        *map(str, args.infer),
+        "--train_batches",
+        *map(str, args.train),
+        "--train_size",
+        str(args.train_size),
+        "--repeats",
+        str(args.repeats),
+    ]
     if args.block:
         cmd += ["--block", *map(str, args.block)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
@@ -159,8 +196,14 @@ def _reference_rows(args):
 
 
 def _ratio(ours, ref):
-    row = {"what": "ratio", "of": ours["what"], "variant": ours["variant"],
-           "ours_s": ours["s"], "ref_s": ref["s"], "speedup": round(ref["s"] / ours["s"], 2)}
+    row = {
+        "what": "ratio",
+        "of": ours["what"],
+        "variant": ours["variant"],
+        "ours_s": ours["s"],
+        "ref_s": ref["s"],
+        "speedup": round(ref["s"] / ours["s"], 2),
+    }
     for key in ("peak_rss_gb", "peak_gpu_gb"):
         if ours.get(key) and ref.get(key):
             row["mem_ratio"] = round(ours[key] / ref[key], 2)
@@ -170,14 +213,26 @@ def _ratio(ours, ref):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="*", default=["res_hair", "restormer"])
-    parser.add_argument("--infer", nargs="*", type=int, default=[128, 256, 512],
-                        help="inference sizes (batch 1)")
+    parser.add_argument(
+        "--infer", nargs="*", type=int, default=[128, 256, 512], help="inference sizes (batch 1)"
+    )
     parser.add_argument("--train", nargs="*", type=int, default=[1, 4], help="train batch sizes")
     parser.add_argument("--train_size", type=int, default=128)
-    parser.add_argument("--block", nargs=2, type=int, metavar=("C", "HW"), default=None,
-                        help="also time one TransformerBlock (e.g. 96 128)")
-    parser.add_argument("--settings", type=json.loads, nargs="*", default=[{}],
-                        help='model overrides to compare, as JSON, e.g. \'{"remat": "none"}\'')
+    parser.add_argument(
+        "--block",
+        nargs=2,
+        type=int,
+        metavar=("C", "HW"),
+        default=None,
+        help="also time one TransformerBlock (e.g. 96 128)",
+    )
+    parser.add_argument(
+        "--settings",
+        type=json.loads,
+        nargs="*",
+        default=[{}],
+        help='model overrides to compare, as JSON, e.g. \'{"remat": "none"}\'',
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reference", metavar="DIR", help="also run the PyTorch reference")
     parser.add_argument("--ref_bench", default=DEFAULT_REF_BENCH, help="path of ref_bench.py")

@@ -273,7 +273,9 @@ def _layer_norm_bwd(centre, eps, res, g):
     xhat = xc * rstd
     gs = g * scale
     if centre:  # y = xhat * scale + bias
-        dx = rstd * (gs - jnp.mean(gs, -1, keepdims=True) - xhat * jnp.mean(gs * xhat, -1, keepdims=True))
+        dx = rstd * (
+            gs - jnp.mean(gs, -1, keepdims=True) - xhat * jnp.mean(gs * xhat, -1, keepdims=True)
+        )
         dscale = jnp.sum(g * xhat, axis=tuple(range(g.ndim - 1)))
     else:  # y = x * rstd * scale, rstd still from the centred variance
         dx = rstd * (gs - xhat * rstd * jnp.mean(gs * x, -1, keepdims=True))

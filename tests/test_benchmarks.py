@@ -25,17 +25,37 @@ def test_benchmark_prints_rows_and_ratios(tmp_path):
     fake = tmp_path / "ref_bench.py"
     fake.write_text(FAKE_REF_BENCH)
     cmd = [
-        sys.executable, "benchmarks/bench_model.py", "--variants", "tiny", "--infer", "32",
-        "--train", "1", "--train_size", "32", "--repeats", "1", "--block", "8", "16",
-        "--reference", str(tmp_path), "--ref_bench", str(fake),
+        sys.executable,
+        "benchmarks/bench_model.py",
+        "--variants",
+        "tiny",
+        "--infer",
+        "32",
+        "--train",
+        "1",
+        "--train_size",
+        "32",
+        "--repeats",
+        "1",
+        "--block",
+        "8",
+        "16",
+        "--reference",
+        str(tmp_path),
+        "--ref_bench",
+        str(fake),
     ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     ours = [r for r in rows if r.get("peer") == "hair-jax"]
     assert [r["what"] for r in ours] == [
-        "infer 1x32x32", "train step 1x32x32", "block C8 1x16x16 fwd",
-        "block C8 1x16x16 fwd+bwd", "block C8 attn fwd+bwd", "block C8 ffn fwd+bwd",
+        "infer 1x32x32",
+        "train step 1x32x32",
+        "block C8 1x16x16 fwd",
+        "block C8 1x16x16 fwd+bwd",
+        "block C8 attn fwd+bwd",
+        "block C8 ffn fwd+bwd",
     ]
     for r in ours:
         assert "error" not in r, r
@@ -52,7 +72,15 @@ def test_benchmark_prints_rows_and_ratios(tmp_path):
 
 
 def test_benchmark_reports_a_missing_reference_script(tmp_path):
-    cmd = [sys.executable, "benchmarks/bench_model.py", "--reference", str(tmp_path),
-           "--ref_bench", str(tmp_path / "nope.py")]
+    cmd = [
+        sys.executable,
+        "benchmarks/bench_model.py",
+        "--reference",
+        str(tmp_path),
+        "--ref_bench",
+        str(tmp_path / "nope.py"),
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 1 and out.stderr.strip().endswith("nope.py not found; pass --ref_bench PATH")
+    assert out.returncode == 1 and out.stderr.strip().endswith(
+        "nope.py not found; pass --ref_bench PATH"
+    )

@@ -75,8 +75,12 @@ def test_conv_bfloat16_compute_keeps_float32_params():
 
 def _lax_conv(x, kernel, groups):
     return jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), ((1, 1), (1, 1)) if kernel.shape[0] == 3 else "VALID",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
+        x,
+        kernel,
+        (1, 1),
+        ((1, 1), (1, 1)) if kernel.shape[0] == 3 else "VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
     )
 
 

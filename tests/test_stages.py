@@ -19,9 +19,7 @@ def _x(shape, seed=0):
 
 def _value_and_grads(module, loss, *args):
     graphdef, state = nnx.split(module)
-    return jax.jit(jax.value_and_grad(lambda s, *a: loss(nnx.merge(graphdef, s), *a)))(
-        state, *args
-    )
+    return jax.jit(jax.value_and_grad(lambda s, *a: loss(nnx.merge(graphdef, s), *a)))(state, *args)
 
 
 def _assert_same(got, want):
@@ -77,5 +75,6 @@ def test_scanned_remat_chain_keeps_less_memory():
 
 def test_bad_remat_is_rejected():
     with pytest.raises(ValueError, match="remat must be one of"):
-        stages.run_stages(lambda b, x: x, jnp.zeros(2), [nnx.Linear(2, 2, rngs=nnx.Rngs(0))],
-                          remat="full")
+        stages.run_stages(
+            lambda b, x: x, jnp.zeros(2), [nnx.Linear(2, 2, rngs=nnx.Rngs(0))], remat="full"
+        )

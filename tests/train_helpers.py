@@ -197,9 +197,7 @@ def _train(args):
     from hair_jax import train  # pylint: disable=g-import-not-at-top
 
     if args.num_processes > 1:
-        train.maybe_initialize_distributed(
-            args.coordinator, args.num_processes, args.process_id
-        )
+        train.maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     config = tiny_config(checkpoint_every=args.checkpoint_every)
     loader = fake_loader_factory(slow_from=args.slow_from, slow_seconds=args.slow_seconds)
     state, _ = train.train_and_evaluate(config, args.workdir, make_loader=loader, test_sets={})
