@@ -8,7 +8,7 @@ same structure, like the transformer blocks of one U-Net level.
   the backward pass recomputes a block's forward from its input, so only
   block inputs stay alive between the forward and backward passes (a
   block's internal maps are 5-6x its input). It costs one more forward
-  of each block; see BENCHMARKS.md for the measured trade-off.
+  of each block; BENCHMARKS.md has the measured trade-off.
 * `scan=True` stacks the stages' states on a leading axis at call time and
   runs them with `jax.lax.scan`, so XLA compiles one block per level instead
   of all of them. The parameters keep their per-block layout (checkpoints,

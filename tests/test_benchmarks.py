@@ -68,7 +68,7 @@ def test_benchmark_prints_rows_and_ratios(tmp_path):
     for of, r in ratios.items():
         mine = next(o for o in ours if o["what"] == of)
         assert r["speedup"] == round(2.0 / mine["s"], 2)
-        assert r["mem_ratio"] == round(mine["peak_rss_gb"] / 1.0, 2)
+        assert "mem_ratio" not in r  # a block's peak is not comparable (see the script)
 
 
 def test_benchmark_reports_a_missing_reference_script(tmp_path):
