@@ -3,11 +3,12 @@
 Command (the default of train.py):
   python train.py                      # == --config configs/demo.py
 
-Expected: on a 2-core CPU it finishes in about 10 minutes (about 1.85 s per
-step plus a minute of compilation) and prints an evaluation table on the
-synthetic test sets in which the restored PSNR beats the degraded input's
-PSNR for every task. Measured on 2026-11-26 (9 min 50 s in all): denoise
-15/25/50 +0.65/+1.50/+1.71 dB, derain +1.12, dehaze +2.81. Checkpoints,
+Expected: on a 2-core CPU it finishes in about 5 minutes (about 1.1 s per
+step plus half a minute of compilation) and prints an evaluation table on
+the synthetic test sets in which the restored PSNR beats the degraded
+input's PSNR for every task. Measured on 2026-11-27 in a fresh clone (5 min
+18 s in all): denoise 15/25/50 +1.13/+1.77/+1.85 dB, derain +1.13, dehaze
++1.28. Checkpoints,
 TensorBoard events (scalars and degraded|restored|clean grids) and
 config.json land in runs/demo-<timestamp>/ (or --workdir).
 """
