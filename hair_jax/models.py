@@ -261,8 +261,8 @@ class _KeyStream:
 
     Each draw from an `nnx.Rngs` updates a counter Variable; under a trace
     (jit or eval_shape) flax 0.12.8 then inspects the tracer's origin, at a
-    cost that grows with the trace, so a traced Res-HAIR init took ~20 s.
-    Counting in Python makes it ~1 s. Modules only ever call `.params()`.
+    cost that grows with the trace, so a traced Res-HAIR init was an order
+    of magnitude slower. Modules only ever call `.params()`.
     """
 
     def __init__(self, key: jax.Array):

@@ -110,7 +110,7 @@ def init_train_state(init_fn, shardings, seed):
     """Initialises the state directly onto the mesh (no host copy)."""
     rng = jax.random.PRNGKey(seed)
     # The init runs once but holds one RNG call per parameter, which XLA:CPU
-    # is slow to optimise (~0.3 s each); unoptimised code halves the compile.
+    # is slow to optimise; unoptimised code compiles much faster.
     init = (
         jax.jit(init_fn, out_shardings=shardings)
         .lower(rng)
