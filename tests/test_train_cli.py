@@ -17,23 +17,14 @@ import train_helpers
 def test_demo_config_through_train_py(tmp_path):
     """configs/demo.py (Res-HAIR on the synthetic data), shrunk to 3 steps."""
     workdir = tmp_path / "demo"
-    cmd = [
-        sys.executable,
-        "train.py",
-        f"--workdir={workdir}",
+    proc = _train_py(
+        workdir,
         "--config.model.overrides.num_blocks=(1,1,1,1)",
         "--config.train.num_steps=3",
         "--config.train.log_every=1",
         "--config.train.image_every=2",
         "--config.train.checkpoint_every=2",
         "--config.eval.max_images_per_set=1",
-    ]
-    proc = subprocess.run(
-        cmd,
-        env=train_helpers.subprocess_env(),
-        cwd=train_helpers.ROOT,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -57,6 +48,17 @@ def tiny_run(tmp_path_factory):
     return workdir
 
 
+def _train_py(workdir, *args, timeout):
+    return subprocess.run(
+        [sys.executable, "train.py", f"--workdir={workdir}", *args],
+        env=train_helpers.subprocess_env(),
+        cwd=train_helpers.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def _listing(workdir):
     return sorted(
         os.path.relpath(os.path.join(root, name), workdir)
@@ -69,14 +71,7 @@ def _fails_with_one_line(workdir, *args):
     """Runs train.py; asserts exit code 2, one stderr line, workdir untouched."""
     before = _listing(workdir) if os.path.exists(workdir) else None
     config = (workdir / "config.json").read_bytes() if before else None
-    proc = subprocess.run(
-        [sys.executable, "train.py", f"--workdir={workdir}", *args],
-        env=train_helpers.subprocess_env(),
-        cwd=train_helpers.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _train_py(workdir, *args, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
