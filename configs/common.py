@@ -19,8 +19,14 @@ def get_base_config():
 
     config.model = ml_collections.ConfigDict()
     config.model.variant = "res_hair"  # key of hair_jax.models.VARIANTS
-    # Passed to models.build_model as **overrides (ModelConfig fields).
+    # Passed to models.build_model as **overrides (ModelConfig fields). The
+    # speed/memory options are listed so that the command line can set them
+    # (--config.model.overrides.remat=none); they change no parameter.
     config.model.overrides = ml_collections.ConfigDict()
+    config.model.overrides.remat = "block"
+    config.model.overrides.scan_blocks = True
+    config.model.overrides.dtype = "float32"
+    config.model.overrides.conv_impl = "auto"
 
     config.data = data.default_config()
 
