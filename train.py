@@ -17,16 +17,14 @@ code 2, before anything is written.
 """
 
 import datetime
-import logging as std_logging
 import os
 import re
-import sys
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
+from absl import app, flags
 from ml_collections import config_flags
+
+from hair_jax import cli
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "demo.py")
 # No default in the flag: with one, ml_collections applies the --config.<field>
@@ -54,20 +52,9 @@ _CONFIG_FILE_ARG = re.compile(r"--?config(=(.*))?$")
 _OVERRIDE_ARG = re.compile(r"--?(?:no)?config\.([^=]+)")
 
 
-class _QuietLibraries(std_logging.Filter):
-    """Drops orbax's and tfds's INFO lines (dozens per checkpoint or dataset)."""
-
-    def filter(self, record):
-        return record.levelno >= std_logging.WARNING or not any(
-            f"{os.sep}{lib}{os.sep}" in record.pathname for lib in ("orbax", "tensorflow_datasets")
-        )
-
-
 def fail(message):
     """Ends the program with one line on stderr and exit code 2."""
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    print(f"train.py: error: {'; '.join(lines)}", file=sys.stderr, flush=True)
-    sys.exit(2)
+    cli.fail("train.py", message)
 
 
 def _parse_flags(argv):
@@ -111,7 +98,7 @@ def default_workdir(name):
 def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
-    logging.get_absl_handler().addFilter(_QuietLibraries())
+    cli.quiet_logs()
     from hair_jax import train  # pylint: disable=g-import-not-at-top
 
     train.maybe_initialize_distributed(

@@ -63,7 +63,13 @@ def run_helper(*args, devices=1, timeout=300):
     """Runs this file as a script (see the module docstring); must succeed."""
     cmd = [sys.executable, HELPER, "--devices", str(devices), *map(str, args)]
     proc = subprocess.run(
-        cmd, env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        cmd,
+        check=False,
+        env=subprocess_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -172,6 +178,7 @@ def params_dict(state):
 def _onestep(args):
     """Two train steps (lr 0, then 1e-3) of the same data on 8 devices and 1."""
     import jax  # pylint: disable=g-import-not-at-top
+
     from hair_jax import train  # pylint: disable=g-import-not-at-top
     from hair_jax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
     from hair_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
@@ -194,6 +201,7 @@ def _onestep(args):
 
 def _train(args):
     import jax  # pylint: disable=g-import-not-at-top
+
     from hair_jax import train  # pylint: disable=g-import-not-at-top
 
     if args.num_processes > 1:
