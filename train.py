@@ -19,6 +19,7 @@ code 2, before anything is written.
 import datetime
 import os
 import re
+import shlex
 
 import jax
 from absl import app, flags
@@ -95,6 +96,24 @@ def default_workdir(name):
     return os.path.join("runs", f"{name}-{stamp}")
 
 
+def next_steps(workdir, step, num_steps):
+    """Where a run's files went and what to run next (or how to continue it)."""
+    if step < num_steps:
+        return (
+            f"\nStopped at step {step} of {num_steps}; the checkpoint is in "
+            f"{os.path.join(workdir, 'checkpoints')}. Run the same command again to continue."
+        )
+    export = os.path.join(workdir, "export")
+    model = export if os.path.isdir(export) else workdir  # several processes: no export
+    return (
+        f"\nDone: {workdir} holds the checkpoints, the TensorBoard logs (tb/)"
+        f"{' and the final model (export/)' if model == export else ''}. Next:\n"
+        f"  python eval.py --checkpoint {shlex.quote(workdir)}   # PSNR/SSIM of the test sets\n"
+        f"  python -m hair_jax.restore IMAGES --checkpoint {shlex.quote(model)} --output DIR\n"
+        f"  tensorboard --logdir {shlex.quote(os.path.join(workdir, 'tb'))}"
+    )
+
+
 def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
@@ -107,10 +126,14 @@ def main(argv):
     config = _CONFIG.value
     if jax.process_count() > 1 and _WORKDIR.value is None:
         fail("several processes need one shared --workdir")
+    workdir = _WORKDIR.value or default_workdir(config.name)
     try:
-        train.train_and_evaluate(config, _WORKDIR.value or default_workdir(config.name))
+        state, _ = train.train_and_evaluate(config, workdir)
     except train.ConfigError as e:
         fail(e)
+    step = int(jax.device_get(state.step))
+    if jax.process_index() == 0:
+        print(next_steps(workdir, step, int(config.train.num_steps)), flush=True)
     if jax.process_count() > 1:
         jax.distributed.shutdown()
 

@@ -72,8 +72,13 @@ def test_training_workdir_and_its_export(data_dir, tmp_path):
     workdir = tmp_path / "run"
     _train_workdir(workdir)
 
-    # python eval.py on the workdir: table, files, images, compile count.
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **train_helpers.cache_env())
+    # python eval.py on the workdir: table, files, images, compile count; no
+    # library log lines, also while it builds the synthetic sets afresh.
+    fresh = tmp_path / "fresh_tfds"
+    env = dict(
+        os.environ, PYTHONPATH=str(ROOT), HAIR_DATA_DIR=str(fresh), **train_helpers.cache_env()
+    )
+    env.pop("JAX_PLATFORMS")  # jax then probes for a TPU and logs that it found none
     cmd = [
         sys.executable,
         "eval.py",
@@ -87,6 +92,10 @@ def test_training_workdir_and_its_export(data_dir, tmp_path):
         cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    train_helpers.assert_quiet(proc.stdout + proc.stderr)
+    built = [line for line in proc.stderr.splitlines() if "synthetic dataset" in line]
+    assert len(built) == 1 and f"Building the synthetic dataset in {fresh}" in built[0]
+    assert synthetic.is_built(str(fresh))
     lines = proc.stdout.splitlines()
     assert any(line.startswith("Protocol: full image") for line in lines)
     header = next(i for i, line in enumerate(lines) if line.startswith("PSNR/SSIM"))

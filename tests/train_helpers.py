@@ -59,6 +59,23 @@ def subprocess_env():
     return env
 
 
+# Library log lines that train.py and eval.py must not show.
+NOISE = (
+    "Unable to initialize backend",  # jax's TPU probe
+    "OpenCV",  # tfds: "OpenCV is not installed"
+    "transition_steps",  # optax: a warmup of 0 steps
+    "Load dataset info",  # tfds
+    "Downloading and preparing",  # tfds, building the synthetic sets
+    "Shuffling",  # tfds's progress bars, building
+)
+
+
+def assert_quiet(output):
+    """`output` (stdout and stderr of a run) holds none of `NOISE`."""
+    found = [noise for noise in NOISE if noise in output]
+    assert not found, output[-3000:]
+
+
 def run_helper(*args, devices=1, timeout=300):
     """Runs this file as a script (see the module docstring); must succeed."""
     cmd = [sys.executable, HELPER, "--devices", str(devices), *map(str, args)]

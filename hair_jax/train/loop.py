@@ -108,7 +108,11 @@ def train_and_evaluate(
     run = setup(config)
     mesh = run.mesh
     process_batch = check_batch_size(tc.global_batch_size, mesh)
-    num_steps, _ = schedule_steps(tc)
+    num_steps, warmup = schedule_steps(tc)
+    if warmup != tc.warmup_steps:
+        logging.warning(
+            "warmup_steps=%d >= num_steps=%d; using %d.", tc.warmup_steps, num_steps, warmup
+        )
     loader = (make_loader or default_loader)(config, tc.seed, process_batch)
     _check_epoch_size(tc, loader)
     logging.info(
