@@ -13,18 +13,21 @@ it, the TFDS sets of the three-task (BSD68 sigma 15/25/50, Rain100L, SOTS,
 Urban100 when built) or five-task (--setting 5d) table. Results go to
 --output (default <workdir>/eval/<step>/<data>, or <export>-eval/<data>):
 results.json, results.csv and, with --save_images, the restored images.
+
+A mistake (a flag, a path, a step the workdir does not have, a damaged
+checkpoint) ends with one line on stderr and exit code 2, before anything is
+written.
 """
 
-import logging as std_logging
 import os
-import sys
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags
 
+from hair_jax import cli
+
+PROG = "eval.py"
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "Training workdir, model export or PyTorch .ckpt.", required=True
+    "checkpoint", None, "Training workdir, model export or PyTorch .ckpt (required)."
 )
 _STEP = flags.DEFINE_integer("step", None, "Workdirs: evaluate this step (default: latest).")
 _RAW = flags.DEFINE_bool("raw_weights", False, "Workdirs: the raw weights, not the EMA.")
@@ -41,22 +44,54 @@ _SAVE_IMAGES = flags.DEFINE_bool("save_images", False, "Also write the restored 
 _Y_CHANNEL = flags.DEFINE_bool("y_channel", False, "Also print the BT.601 Y-channel table.")
 
 
-class _QuietLibraries(std_logging.Filter):
-    """Drops dataset/checkpoint libraries' INFO and WARNING lines (e.g. "no OpenCV")."""
+def fail(message):
+    """Ends the program with one line on stderr and exit code 2."""
+    cli.fail(PROG, message)
 
-    def filter(self, record):
-        path = record.pathname
-        noisy = f"{os.sep}tensorflow_datasets{os.sep}" in path or f"{os.sep}orbax{os.sep}" in path
-        return record.levelno >= std_logging.ERROR or not noisy
+
+def _parse_flags(argv):
+    """absl's flag parsing; a mistake ends with one line (`fail`)."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(f"{e} (see --helpshort)")
+
+
+def check_flags():
+    """The mistakes found without loading anything; each ends with `fail`."""
+    if _CHECKPOINT.value is None:
+        fail("--checkpoint is required: a training workdir, a model export or a PyTorch .ckpt")
+    if not os.path.exists(_CHECKPOINT.value):
+        fail(f"--checkpoint: {_CHECKPOINT.value}: no such file or directory")
+    if _MAX_IMAGES.value is not None and _MAX_IMAGES.value < 1:
+        fail(f"--max_images must be at least 1, got {_MAX_IMAGES.value}; leave it out for all")
+    data_dir = _DATA_DIR.value
+    if data_dir is not None and not os.path.isdir(os.path.expanduser(data_dir)):
+        fail(
+            f"--data_dir: {data_dir}: no such directory; build the test sets with "
+            "`python -m hair_jax.data.prepare` (docs/data.md), or leave it out for the synthetic sets"
+        )
+    from hair_jax import evaluate  # pylint: disable=g-import-not-at-top
+
+    if _OUTPUT.value is not None:
+        try:
+            evaluate.check_output(_OUTPUT.value)
+        except ValueError as e:
+            fail(e)
+    try:
+        evaluate.eval_data_config(
+            data_dir=data_dir, setting=_SETTING.value or "3d", names=_TEST_SETS.value
+        )
+    except ValueError as e:
+        fail(f"--test_sets: {e}")
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}", exitcode=2)
-    logging.get_absl_handler().addFilter(_QuietLibraries())
+        fail(f"unexpected arguments {argv[1:]}; give the checkpoint as --checkpoint=PATH")
+    cli.quiet_logs()
+    check_flags()
     from hair_jax import evaluate  # pylint: disable=g-import-not-at-top
-    from hair_jax.checkpoint import ExportError  # pylint: disable=g-import-not-at-top
-    from hair_jax.torch_pickle import CheckpointError  # pylint: disable=g-import-not-at-top
 
     try:
         report = evaluate.evaluate_checkpoint(
@@ -70,9 +105,8 @@ def main(argv):
             output=_OUTPUT.value,
             save_images=_SAVE_IMAGES.value,
         )
-    except (ExportError, CheckpointError, ValueError) as e:
-        print(f"eval.py: error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # also ExportError and CheckpointError: a damaged checkpoint
+        fail(e)
     print()
     print(evaluate.paper_table(report.rows))
     if _Y_CHANNEL.value:
@@ -88,4 +122,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -17,16 +17,15 @@ code 2, before anything is written.
 """
 
 import datetime
-import logging as std_logging
 import os
 import re
-import sys
+import shlex
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
+from absl import app, flags
 from ml_collections import config_flags
+
+from hair_jax import cli
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "demo.py")
 # No default in the flag: with one, ml_collections applies the --config.<field>
@@ -54,20 +53,9 @@ _CONFIG_FILE_ARG = re.compile(r"--?config(=(.*))?$")
 _OVERRIDE_ARG = re.compile(r"--?(?:no)?config\.([^=]+)")
 
 
-class _QuietLibraries(std_logging.Filter):
-    """Drops orbax's and tfds's INFO lines (dozens per checkpoint or dataset)."""
-
-    def filter(self, record):
-        return record.levelno >= std_logging.WARNING or not any(
-            f"{os.sep}{lib}{os.sep}" in record.pathname for lib in ("orbax", "tensorflow_datasets")
-        )
-
-
 def fail(message):
     """Ends the program with one line on stderr and exit code 2."""
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    print(f"train.py: error: {'; '.join(lines)}", file=sys.stderr, flush=True)
-    sys.exit(2)
+    cli.fail("train.py", message)
 
 
 def _parse_flags(argv):
@@ -108,10 +96,28 @@ def default_workdir(name):
     return os.path.join("runs", f"{name}-{stamp}")
 
 
+def next_steps(workdir, step, num_steps):
+    """Where a run's files went and what to run next (or how to continue it)."""
+    if step < num_steps:
+        return (
+            f"\nStopped at step {step} of {num_steps}; the checkpoint is in "
+            f"{os.path.join(workdir, 'checkpoints')}. Run the same command again to continue."
+        )
+    export = os.path.join(workdir, "export")
+    model = export if os.path.isdir(export) else workdir  # several processes: no export
+    return (
+        f"\nDone: {workdir} holds the checkpoints, the TensorBoard logs (tb/)"
+        f"{' and the final model (export/)' if model == export else ''}. Next:\n"
+        f"  python eval.py --checkpoint {shlex.quote(workdir)}   # PSNR/SSIM of the test sets\n"
+        f"  python -m hair_jax.restore IMAGES --checkpoint {shlex.quote(model)} --output DIR\n"
+        f"  tensorboard --logdir {shlex.quote(os.path.join(workdir, 'tb'))}"
+    )
+
+
 def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
-    logging.get_absl_handler().addFilter(_QuietLibraries())
+    cli.quiet_logs()
     from hair_jax import train  # pylint: disable=g-import-not-at-top
 
     train.maybe_initialize_distributed(
@@ -120,10 +126,14 @@ def main(argv):
     config = _CONFIG.value
     if jax.process_count() > 1 and _WORKDIR.value is None:
         fail("several processes need one shared --workdir")
+    workdir = _WORKDIR.value or default_workdir(config.name)
     try:
-        train.train_and_evaluate(config, _WORKDIR.value or default_workdir(config.name))
+        state, _ = train.train_and_evaluate(config, workdir)
     except train.ConfigError as e:
         fail(e)
+    step = int(jax.device_get(state.step))
+    if jax.process_index() == 0:
+        print(next_steps(workdir, step, int(config.train.num_steps)), flush=True)
     if jax.process_count() > 1:
         jax.distributed.shutdown()
 

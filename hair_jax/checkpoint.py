@@ -74,6 +74,14 @@ def load_config(directory: str | os.PathLike) -> models.ModelConfig:
         raise ExportError(f"{path}: invalid model config ({e})") from None
 
 
+def _reason(error: BaseException) -> str:
+    """The first line of what went wrong at the bottom of `error`'s chain."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 def load_checkpoint(directory: str | os.PathLike) -> nnx.Module:
     """Restores a model written by `save_model` (or `python -m hair_jax.convert`)."""
     directory = os.path.abspath(os.fspath(directory))
@@ -84,8 +92,11 @@ def load_checkpoint(directory: str | os.PathLike) -> nnx.Module:
     path = os.path.join(directory, PARAMS_DIR)
     if not os.path.isdir(path):
         raise ExportError(f"{path}: parameters not found")
-    with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore(path, target)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore(path, target)
+    except Exception as e:  # noqa: BLE001 - orbax raises plain Exception for damaged files
+        raise ExportError(f"{path}: cannot read the parameters ({_reason(e)})") from None
     nnx.replace_by_pure_dict(state, params)
     return nnx.merge(graphdef, state)
 
@@ -158,7 +169,10 @@ def load_model(
     path = os.fspath(path)
     kind = checkpoint_kind(path)
     if kind != WORKDIR and (step is not None or raw_weights):
-        raise ExportError(f"{path}: --step and raw weights apply to training workdirs only")
+        what = "a model export" if kind == EXPORT else "a PyTorch checkpoint"
+        raise ExportError(
+            f"{path} is {what}: --step and --raw_weights apply to training workdirs only"
+        )
     if kind == EXPORT:
         return LoadedModel(load_checkpoint(path), kind, path)
     if kind == TORCH:
@@ -172,7 +186,7 @@ def _load_workdir(path: str, step: int | None, raw_weights: bool) -> LoadedModel
     import ml_collections  # pylint: disable=g-import-not-at-top
 
     # The one place that knows where the training code lives.
-    from hair_jax.train import restore_train_state  # pylint: disable=g-import-not-at-top
+    from hair_jax.train import ConfigError, restore_train_state  # pylint: disable=g-import-not-at-top
 
     config_path = os.path.join(path, CONFIG_FILE)
     try:
@@ -184,14 +198,20 @@ def _load_workdir(path: str, step: int | None, raw_weights: bool) -> LoadedModel
         raise ExportError(f"{config_path}: invalid JSON ({e})") from None
     ckpt_dir = os.path.join(path, "checkpoints")
     steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
-    if not steps or (step is not None and step not in steps):
-        have = f"steps {', '.join(map(str, steps))}" if steps else "none"
-        wanted = f"step {step}" if step is not None else "any step"
-        raise ExportError(f"{path}: no checkpoint of {wanted} in {ckpt_dir} ({have})")
+    if not steps:
+        raise ExportError(f"{path}: no checkpoint in {ckpt_dir} yet")
+    if step is not None and step not in steps:
+        have = ", ".join(map(str, steps))
+        raise ExportError(f"{path}: no checkpoint of step {step}; --step can be one of {have}")
     try:
         graphdef, state = restore_train_state(config, path, step=step)
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        raise ExportError(f"{path}: cannot restore the checkpoint ({e})") from None
+    except ConfigError as e:
+        raise ExportError(f"{config_path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - orbax raises plain Exception for damaged files
+        which = steps[-1] if step is None else step
+        raise ExportError(
+            f"{path}: cannot restore step {which} from {ckpt_dir}, is it damaged? ({_reason(e)})"
+        ) from None
     use_ema = state.ema is not None and not raw_weights
     params = state.ema if use_ema else state.params
     model = nnx.merge(graphdef, params, state.rest)

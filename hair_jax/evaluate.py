@@ -296,6 +296,26 @@ class Report:
     seconds: float
 
 
+def eval_data_config(*, data_dir=None, setting="3d", names=None):
+    """The data config of `select_test_sets` (see there); loads nothing.
+
+    Raises:
+      ValueError: unknown setting or set names.
+    """
+    from hair_jax import data  # pylint: disable=g-import-not-at-top
+
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
+    cfg = data.default_config()
+    if data_dir is None:
+        cfg.synthetic_five_task = setting == "5d"
+    else:
+        cfg.name, cfg.data_dir = f"all_in_one_{setting}", os.path.expanduser(data_dir)
+    cfg.test_sets = list(names) if names else None
+    data.test_sets_of(cfg)  # checks the names
+    return cfg
+
+
 def select_test_sets(*, data_dir=None, setting="3d", names=None, log=print):
     """(data config, {name: TestSet}) of the sets to evaluate.
 
@@ -312,14 +332,7 @@ def select_test_sets(*, data_dir=None, setting="3d", names=None, log=print):
     """
     from hair_jax import data  # pylint: disable=g-import-not-at-top
 
-    if setting not in SETTINGS:
-        raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
-    cfg = data.default_config()
-    if data_dir is None:
-        cfg.synthetic_five_task = setting == "5d"
-    else:
-        cfg.name, cfg.data_dir = f"all_in_one_{setting}", os.path.expanduser(data_dir)
-    cfg.test_sets = list(names) if names else None
+    cfg = eval_data_config(data_dir=data_dir, setting=setting, names=names)
     sets = data.load_test_sets(cfg)
     missing = [name for name in data.test_sets_of(cfg) if name not in sets]
     if sets and missing:
@@ -355,6 +368,24 @@ def default_output(loaded, data_name: str) -> str:
         return os.path.join(path, "eval", step, data_name)
     stem = os.path.splitext(path)[0] if loaded.kind == checkpoint.TORCH else path.rstrip(os.sep)
     return os.path.join(f"{stem}-eval", data_name)
+
+
+def check_output(path: str) -> None:
+    """Raises ValueError unless directory `path` exists or can be made.
+
+    Called before evaluating, so a bad output is reported before any work.
+    """
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(
+            f"cannot write results to {path}: {existing} is a file; choose another --output"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"cannot write results to {path}: {existing} is not writable; choose another --output"
+        )
 
 
 def evaluate_checkpoint(
@@ -401,6 +432,7 @@ def evaluate_checkpoint(
         f"Test sets in {data_cfg.data_dir}: {', '.join(f'{k} ({len(v)})' for k, v in sets.items())}"
     )
     output = output or default_output(loaded, data_cfg.name)
+    check_output(output)
     predictor = inference.Predictor(loaded.model)
     start = time.perf_counter()
     rows = evaluate_sets(

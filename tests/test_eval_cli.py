@@ -2,7 +2,8 @@
 
 The same weights must give the same numbers whichever way they are stored:
 a training workdir and its export; the authors' .ckpt (the tiny Res-HAIR
-fixture) and its conversion to an export.
+fixture) and its conversion to an export. A mistake must end with one line
+on stderr, exit code 2 and nothing written.
 """
 
 import json
@@ -14,11 +15,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import train_helpers
 
-from hair_jax import checkpoint, convert, evaluate
+from hair_jax import checkpoint, convert, evaluate, models
 from hair_jax import train as hair_train
 from hair_jax.data import synthetic
-import train_helpers
 
 ROOT = Path(__file__).parent.parent
 CKPT = ROOT / "tests" / "data" / "hair_dim16_ref.ckpt"
@@ -71,8 +72,13 @@ def test_training_workdir_and_its_export(data_dir, tmp_path):
     workdir = tmp_path / "run"
     _train_workdir(workdir)
 
-    # python eval.py on the workdir: table, files, images, compile count.
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **train_helpers.cache_env())
+    # python eval.py on the workdir: table, files, images, compile count; no
+    # library log lines, also while it builds the synthetic sets afresh.
+    fresh = tmp_path / "fresh_tfds"
+    env = dict(
+        os.environ, PYTHONPATH=str(ROOT), HAIR_DATA_DIR=str(fresh), **train_helpers.cache_env()
+    )
+    env.pop("JAX_PLATFORMS")  # jax then probes for a TPU and logs that it found none
     cmd = [
         sys.executable,
         "eval.py",
@@ -82,11 +88,17 @@ def test_training_workdir_and_its_export(data_dir, tmp_path):
         "--save_images",
         "--y_channel",
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    train_helpers.assert_quiet(proc.stdout + proc.stderr)
+    built = [line for line in proc.stderr.splitlines() if "synthetic dataset" in line]
+    assert len(built) == 1 and f"Building the synthetic dataset in {fresh}" in built[0]
+    assert synthetic.is_built(str(fresh))
     lines = proc.stdout.splitlines()
     assert any(line.startswith("Protocol: full image") for line in lines)
-    header = [i for i, line in enumerate(lines) if line.startswith("PSNR/SSIM")][0]
+    header = next(i for i, line in enumerate(lines) if line.startswith("PSNR/SSIM"))
     assert lines[header].split() == ["PSNR/SSIM", *SETS, "Average"]
     assert lines[header + 1].startswith("restored")
     assert any("BT.601 Y channel" in line for line in lines)  # --y_channel
@@ -123,7 +135,7 @@ def test_training_workdir_and_its_export(data_dir, tmp_path):
     kernels = [np.asarray(m.model.output.kernel[...]) for m in (ema, raw, earlier)]
     assert not np.array_equal(kernels[0], kernels[1])
     assert not np.array_equal(kernels[1], kernels[2])
-    with pytest.raises(ValueError, match=r"no checkpoint of step 3 .* \(steps 2, 4\)"):
+    with pytest.raises(ValueError, match=r"no checkpoint of step 3; --step can be one of 2, 4"):
         checkpoint.load_model(str(workdir), step=3)
 
 
@@ -151,11 +163,101 @@ def test_not_a_checkpoint_is_named(tmp_path):
         with pytest.raises(ValueError, match=message) as e:
             checkpoint.load_model(str(path))
         assert str(path) in str(e.value)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "eval.py", f"--checkpoint={tmp_path / 'empty'}"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert (
-        f"{tmp_path / 'empty'} is not a checkpoint" in proc.stderr
-        and "Traceback" not in proc.stderr
+    line = _fails_with_one_line(tmp_path, f"--checkpoint={tmp_path / 'empty'}")
+    assert f"{tmp_path / 'empty'} is not a checkpoint" in line
+
+
+# ------------------------------------------------ mistakes: one line, exit 2 --
+def _snapshot(top):
+    """Every path under `top` with its modification time."""
+    paths = [
+        os.path.join(root, name) for root, dirs, files in os.walk(top) for name in dirs + files
+    ]
+    return {path: os.lstat(path).st_mtime_ns for path in [str(top), *paths]}
+
+
+def _fails_with_one_line(tmp_path, *args):
+    """Runs eval.py; asserts exit code 2, one stderr line and tmp_path unchanged."""
+    before = _snapshot(tmp_path)
+    # Sets that eval.py would build go here, where the snapshot sees them.
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HAIR_DATA_DIR=str(tmp_path / "tfds"))
+    proc = subprocess.run(
+        [sys.executable, "eval.py", *args],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert lines[0].startswith("eval.py: error: ")
+    assert _snapshot(tmp_path) == before
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ([], ["--checkpoint is required"]),
+        (["{ckpt}", "runs/demo"], ["unexpected arguments ['runs/demo']", "--checkpoint=PATH"]),
+        (["{ckpt}", "--max_images=abc"], ["--max_images=abc", "invalid literal"]),
+        (["{ckpt}", "--max_image=1"], ["'max_image'", "Did you mean: max_images"]),
+        (["{ckpt}", "--setting=4d"], ["--setting=4d", "3d|5d"]),
+        (["--checkpoint={tmp}/missing"], ["--checkpoint: {tmp}/missing: no such file"]),
+        (["--checkpoint={tmp}/notes.txt"], ["{tmp}/notes.txt: not a torch checkpoint"]),
+        (["{ckpt}", "--max_images=0"], ["--max_images must be at least 1, got 0"]),
+        (["{ckpt}", "--data_dir={tmp}/nothere"], ["--data_dir: {tmp}/nothere: no such directory"]),
+        (["{ckpt}", "--data_dir={tmp}"], ["none of the test sets", "is built in {tmp};"]),
+        (["{ckpt}", "--output={tmp}/notes.txt"], ["{tmp}/notes.txt is a file", "--output"]),
+        (["{ckpt}", "--output={tmp}/notes.txt/out"], ["{tmp}/notes.txt is a file", "--output"]),
+        (
+            ["{ckpt}", "--test_sets=synthetic_derian"],
+            ["--test_sets", "'synthetic_derian'", "'synthetic_derain'"],
+        ),
+        (["{ckpt}", "--step=2"], ["hair.ckpt is a PyTorch checkpoint", "--step and --raw_weights"]),
+        (
+            ["{ckpt}", "--raw_weights"],
+            ["hair.ckpt is a PyTorch checkpoint", "--step and --raw_weights"],
+        ),
+    ],
+)
+def test_flag_mistake_is_one_line(tmp_path, args, words):
+    # A link, so that a default output would appear in tmp_path (hair-eval/).
+    (tmp_path / "hair.ckpt").symlink_to(CKPT)
+    (tmp_path / "notes.txt").write_text("hello")
+    fill = {"tmp": tmp_path, "ckpt": f"--checkpoint={tmp_path / 'hair.ckpt'}"}
+    line = _fails_with_one_line(tmp_path, *(arg.format(**fill) for arg in args))
+    for word in words:
+        assert word.format(**fill) in line
+
+
+@pytest.fixture
+def fake_workdir(tmp_path):
+    """A workdir with the tiny config and the folders of steps 2 and 4, both empty."""
+    workdir = tmp_path / "run"
+    (workdir / "checkpoints" / "2").mkdir(parents=True)
+    (workdir / "checkpoints" / "4").mkdir()
+    config = train_helpers.tiny_config().to_json_best_effort(indent=2, sort_keys=True)
+    (workdir / "config.json").write_text(config)
+    return workdir
+
+
+def test_step_the_workdir_lacks_is_one_line(tmp_path, fake_workdir):
+    line = _fails_with_one_line(tmp_path, f"--checkpoint={fake_workdir}", "--step=3")
+    assert f"{fake_workdir}: no checkpoint of step 3; --step can be one of 2, 4" in line
+
+
+def test_damaged_checkpoint_is_one_line(tmp_path, fake_workdir):
+    line = _fails_with_one_line(tmp_path, f"--checkpoint={fake_workdir}")
+    assert f"{fake_workdir}: cannot restore step 4" in line and "is it damaged?" in line
+
+
+def test_damaged_export_is_one_line(tmp_path):
+    export = tmp_path / "export"
+    (export / "params").mkdir(parents=True)  # the parameters' files are gone
+    (export / "config.json").write_text(models.VARIANTS["tiny"].to_json())
+    line = _fails_with_one_line(tmp_path, f"--checkpoint={export}")
+    assert f"{export / 'params'}: cannot read the parameters" in line

@@ -59,11 +59,34 @@ def subprocess_env():
     return env
 
 
+# Library log lines that train.py and eval.py must not show.
+NOISE = (
+    "Unable to initialize backend",  # jax's TPU probe
+    "OpenCV",  # tfds: "OpenCV is not installed"
+    "transition_steps",  # optax: a warmup of 0 steps
+    "Load dataset info",  # tfds
+    "Downloading and preparing",  # tfds, building the synthetic sets
+    "Shuffling",  # tfds's progress bars, building
+)
+
+
+def assert_quiet(output):
+    """`output` (stdout and stderr of a run) holds none of `NOISE`."""
+    found = [noise for noise in NOISE if noise in output]
+    assert not found, output[-3000:]
+
+
 def run_helper(*args, devices=1, timeout=300):
     """Runs this file as a script (see the module docstring); must succeed."""
     cmd = [sys.executable, HELPER, "--devices", str(devices), *map(str, args)]
     proc = subprocess.run(
-        cmd, env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        cmd,
+        check=False,
+        env=subprocess_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -172,6 +195,7 @@ def params_dict(state):
 def _onestep(args):
     """Two train steps (lr 0, then 1e-3) of the same data on 8 devices and 1."""
     import jax  # pylint: disable=g-import-not-at-top
+
     from hair_jax import train  # pylint: disable=g-import-not-at-top
     from hair_jax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
     from hair_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
@@ -194,6 +218,7 @@ def _onestep(args):
 
 def _train(args):
     import jax  # pylint: disable=g-import-not-at-top
+
     from hair_jax import train  # pylint: disable=g-import-not-at-top
 
     if args.num_processes > 1:

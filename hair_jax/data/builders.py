@@ -13,6 +13,7 @@ usable.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -173,13 +174,18 @@ def dataset_dir(data_dir: str, name: str) -> str:
 
 
 def build(
-    name: str, examples: Mapping[str, Sequence[Example]], data_dir: str, overwrite: bool = True
+    name: str,
+    examples: Mapping[str, Sequence[Example]],
+    data_dir: str,
+    overwrite: bool = True,
+    quiet: bool = False,
 ) -> str:
     """Builds dataset `name` from `examples` into `data_dir`, atomically.
 
     An existing build of the same dataset is replaced only after the new one
     is complete. With `overwrite=False` an existing build is kept (for several
-    processes building the same deterministic dataset at once).
+    processes building the same deterministic dataset at once). `quiet` hides
+    what tfds prints while building (progress bars and a line per dataset).
 
     Returns:
       The dataset's directory.
@@ -193,7 +199,11 @@ def build(
     tmp = tempfile.mkdtemp(prefix=f".tmp-{BUILDERS[name].name}-", dir=data_dir)
     try:
         builder = BUILDERS[name](examples=examples, data_dir=tmp)
-        builder.download_and_prepare()
+        with contextlib.ExitStack() as stack:
+            if quiet:  # printed, not logged
+                stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+                stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+            builder.download_and_prepare()
         built = os.path.join(tmp, BUILDERS[name].name, VERSION)
         os.makedirs(os.path.dirname(final), exist_ok=True)
         if os.path.exists(final) and not overwrite:

@@ -23,6 +23,7 @@ import io
 import numpy as np
 import PIL.Image
 import skimage.data
+from absl import logging
 
 from hair_jax.data import builders
 from hair_jax.data.degrade import SYNTHESISERS, name_key
@@ -99,7 +100,7 @@ def is_built(data_dir: str) -> bool:
 def build(data_dir: str, overwrite: bool = True) -> None:
     """Builds both synthetic datasets into `data_dir` (a few seconds, offline)."""
     for name, splits in examples().items():
-        builders.build(name, splits, data_dir, overwrite=overwrite)
+        builders.build(name, splits, data_dir, overwrite=overwrite, quiet=True)
 
 
 def ensure_built(data_dir: str) -> None:
@@ -109,4 +110,5 @@ def ensure_built(data_dir: str) -> None:
     builds privately, and the first to finish wins; the build is deterministic.
     """
     if not is_built(data_dir):
+        logging.info("Building the synthetic dataset in %s (seconds).", data_dir)
         build(data_dir, overwrite=False)

@@ -8,14 +8,15 @@ ends with an evaluation table on the test sets.
 
 import os
 import shutil
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from absl import logging
-from flax import nnx
 import jax
-from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
+from absl import logging
+from flax import nnx
+from jax.experimental import multihost_utils
 
 from hair_jax import evaluate as evaluate_lib
 from hair_jax.train.build import setup
@@ -57,7 +58,11 @@ def default_loader(config, seed, process_batch_size):
 def default_test_sets(config):
     from hair_jax import data  # pylint: disable=g-import-not-at-top
 
-    return data.load_test_sets(config.data)
+    sets = data.load_test_sets(config.data)
+    missing = [name for name in data.test_sets_of(config.data) if name not in sets]
+    if missing:
+        logging.info("Not built in %s, skipped: %s", config.data.data_dir, ", ".join(missing))
+    return sets
 
 
 def host_model(graphdef, state, use_ema):
@@ -103,7 +108,11 @@ def train_and_evaluate(
     run = setup(config)
     mesh = run.mesh
     process_batch = check_batch_size(tc.global_batch_size, mesh)
-    num_steps, _ = schedule_steps(tc)
+    num_steps, warmup = schedule_steps(tc)
+    if warmup != tc.warmup_steps:
+        logging.warning(
+            "warmup_steps=%d >= num_steps=%d; using %d.", tc.warmup_steps, num_steps, warmup
+        )
     loader = (make_loader or default_loader)(config, tc.seed, process_batch)
     _check_epoch_size(tc, loader)
     logging.info(

@@ -5,12 +5,11 @@ train state is a pytree (`TrainState`), initialised from its abstract shape
 (`jax.eval_shape`) directly onto the mesh.
 """
 
-from absl import logging
 import flax
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
 from hair_jax import models
 from hair_jax.train.config import ConfigError
@@ -40,22 +39,19 @@ def schedule_steps(train_cfg):
     if num_steps <= 0:
         raise ConfigError(f"config.train.num_steps must be positive: {num_steps}")
     warmup = int(train_cfg.warmup_steps)
-    if warmup >= num_steps:
-        clipped = num_steps // 10
-        logging.warning("warmup_steps=%d >= num_steps=%d; using %d.", warmup, num_steps, clipped)
-        warmup = clipped
+    if warmup >= num_steps:  # train_and_evaluate says so, once
+        warmup = num_steps // 10
     return num_steps, warmup
 
 
 def make_schedule(train_cfg):
     """Linear warmup from 0 to the peak lr, then cosine decay to end_lr."""
     num_steps, warmup = schedule_steps(train_cfg)
+    peak, end = train_cfg.learning_rate, train_cfg.get("end_learning_rate", 0.0)
+    if warmup == 0:  # the same values, without optax's log line about a 0-step warmup
+        return optax.cosine_decay_schedule(peak, num_steps, alpha=end / peak if peak else 0.0)
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=train_cfg.learning_rate,
-        warmup_steps=warmup,
-        decay_steps=num_steps,
-        end_value=train_cfg.get("end_learning_rate", 0.0),
+        init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=num_steps, end_value=end
     )
 
 

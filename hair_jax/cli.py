@@ -1,0 +1,43 @@
+"""What train.py and eval.py share: one-line errors and quiet library logs.
+
+Nothing here imports jax, so a command line can be checked in a blink.
+"""
+
+import logging
+import os
+import sys
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Their warnings are about speed-ups and internals a user cannot act on
+# (e.g. tfds's "OpenCV is not installed").
+_QUIET_LIBRARIES = ("tensorflow_datasets", "orbax")
+
+
+def fail(prog, message):
+    """Ends the program with one line on stderr, `<prog>: error: <message>`, and exit code 2."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    print(f"{prog}: error: {'; '.join(lines)}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+class QuietLibraries(logging.Filter):
+    """Keeps hair_jax's lines and the libraries' errors and warnings (but tfds's and orbax's).
+
+    Drops the libraries' INFO lines: jax's backend probe ("Unable to
+    initialize backend 'tpu'"), tfds's "Load dataset info", orbax's dozens per
+    checkpoint.
+    """
+
+    def filter(self, record):
+        if record.levelno >= logging.ERROR or os.path.abspath(record.pathname).startswith(_PACKAGE):
+            return True
+        if record.levelno < logging.WARNING:
+            return False
+        return not any(f"{os.sep}{lib}{os.sep}" in record.pathname for lib in _QUIET_LIBRARIES)
+
+
+def quiet_logs():
+    """Adds `QuietLibraries` to absl's log handler (the one `absl.app.run` uses)."""
+    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+
+    absl_logging.get_absl_handler().addFilter(QuietLibraries())
