@@ -13,6 +13,8 @@ it, the TFDS sets of the three-task (BSD68 sigma 15/25/50, Rain100L, SOTS,
 Urban100 when built) or five-task (--setting 5d) table. Results go to
 --output (default <workdir>/eval/<step>/<data>, or <export>-eval/<data>):
 results.json, results.csv and, with --save_images, the restored images.
+--giv_plot giv.png also draws the GIVs of many degraded images in 2-D
+(`hair_jax.giv`) and prints their nearest-centroid accuracy.
 
 A mistake (a flag, a path, a step the workdir does not have, a damaged
 checkpoint) ends with one line on stderr and exit code 2, before anything is
@@ -42,6 +44,12 @@ _MAX_IMAGES = flags.DEFINE_integer("max_images", None, "At most this many images
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for results.json/.csv and images.")
 _SAVE_IMAGES = flags.DEFINE_bool("save_images", False, "Also write the restored images (PNG).")
 _Y_CHANNEL = flags.DEFINE_bool("y_channel", False, "Also print the BT.601 Y-channel table.")
+_GIV_PLOT = flags.DEFINE_string(
+    "giv_plot",
+    None,
+    "Also draw the GIVs of many degraded images in 2-D (PCA, t-SNE) into this PNG and print "
+    "how well they tell the degradations apart (Res-HAIR only).",
+)
 
 
 def fail(message):
@@ -78,6 +86,14 @@ def check_flags():
             evaluate.check_output(_OUTPUT.value)
         except ValueError as e:
             fail(e)
+    plot = _GIV_PLOT.value
+    if plot is not None:
+        if not plot.lower().endswith(".png") or os.path.isdir(plot):
+            fail(f"--giv_plot must name a .png file, got {plot!r}")
+        try:
+            evaluate.check_output(os.path.dirname(plot) or ".", flag="--giv_plot")
+        except ValueError as e:
+            fail(e)
     try:
         evaluate.eval_data_config(
             data_dir=data_dir, setting=_SETTING.value or "3d", names=_TEST_SETS.value
@@ -104,6 +120,7 @@ def main(argv):
             max_images=_MAX_IMAGES.value,
             output=_OUTPUT.value,
             save_images=_SAVE_IMAGES.value,
+            giv_plot=_GIV_PLOT.value,
         )
     except ValueError as e:  # also ExportError and CheckpointError: a damaged checkpoint
         fail(e)
@@ -118,6 +135,8 @@ def main(argv):
     )
     if _SAVE_IMAGES.value:
         print(f"Restored images in {os.path.join(report.output, 'images')}")
+    if report.giv_summary:
+        print(f"{report.giv_summary}\nGIV plot: {_GIV_PLOT.value}")
     return 0
 
 

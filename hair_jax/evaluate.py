@@ -294,6 +294,7 @@ class Report:
     files: tuple[str, ...]
     compiles: int
     seconds: float
+    giv_summary: str | None = None
 
 
 def eval_data_config(*, data_dir=None, setting="3d", names=None):
@@ -370,21 +371,20 @@ def default_output(loaded, data_name: str) -> str:
     return os.path.join(f"{stem}-eval", data_name)
 
 
-def check_output(path: str) -> None:
+def check_output(path: str, flag: str = "--output") -> None:
     """Raises ValueError unless directory `path` exists or can be made.
 
-    Called before evaluating, so a bad output is reported before any work.
+    Called before evaluating, so a bad output is reported before any work;
+    the message tells to choose another `flag`.
     """
     existing = os.path.abspath(path)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise ValueError(
-            f"cannot write results to {path}: {existing} is a file; choose another --output"
-        )
+        raise ValueError(f"cannot write to {path}: {existing} is a file; choose another {flag}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(
-            f"cannot write results to {path}: {existing} is not writable; choose another --output"
+            f"cannot write to {path}: {existing} is not writable; choose another {flag}"
         )
 
 
@@ -399,6 +399,7 @@ def evaluate_checkpoint(
     max_images: int | None = None,
     output: str | None = None,
     save_images: bool = False,
+    giv_plot: str | None = None,
     progress: bool = True,
     log=print,
 ) -> Report:
@@ -415,6 +416,8 @@ def evaluate_checkpoint(
       output: directory for results.json, results.csv and images/
         (default `default_output`).
       save_images: also write the restored images (8-bit PNG).
+      giv_plot: also draw the GIVs in 2-D into this PNG (`hair_jax.giv`;
+        Res-HAIR only) and put their separation into results.json.
       progress: tqdm bars.
       log: called with progress lines.
 
@@ -424,10 +427,11 @@ def evaluate_checkpoint(
     from hair_jax import checkpoint  # pylint: disable=g-import-not-at-top
 
     loaded = checkpoint.load_model(path, step=step, raw_weights=raw_weights)
+    if giv_plot and not callable(getattr(loaded.model, "giv", None)):
+        raise ValueError(f"--giv_plot needs a Res-HAIR model; {loaded.describe()} has no GIV")
     log(f"Model: {loaded.describe()}")
-    data_cfg, sets = select_test_sets(
-        data_dir=data_dir, setting=setting or _setting_of(loaded), names=test_sets, log=log
-    )
+    setting = setting or _setting_of(loaded)
+    data_cfg, sets = select_test_sets(data_dir=data_dir, setting=setting, names=test_sets, log=log)
     log(
         f"Test sets in {data_cfg.data_dir}: {', '.join(f'{k} ({len(v)})' for k, v in sets.items())}"
     )
@@ -443,6 +447,16 @@ def evaluate_checkpoint(
         image_dir=os.path.join(output, "images") if save_images else None,
     )
     seconds = time.perf_counter() - start
+    meta = {}
+    if giv_plot:
+        from hair_jax import giv  # pylint: disable=g-import-not-at-top
+
+        probes = giv.probes_for(
+            data_dir=data_dir, setting=setting, test_sets=test_sets, max_images=max_images
+        )
+        gmap = giv.collect(loaded.model, probes)
+        giv.save_figure(giv.plot_givs(gmap, title=loaded.describe()), giv_plot)
+        meta["giv"] = {"plot": giv_plot, **giv.separation(gmap)}
     files = write_results(
         output,
         rows,
@@ -455,7 +469,16 @@ def evaluate_checkpoint(
         max_images=max_images,
         compiles=predictor.traces,
         seconds=round(seconds, 3),
+        **meta,
     )
     return Report(
-        rows, loaded, data_cfg.name, data_cfg.data_dir, output, files, predictor.traces, seconds
+        rows,
+        loaded,
+        data_cfg.name,
+        data_cfg.data_dir,
+        output,
+        files,
+        predictor.traces,
+        seconds,
+        giv_summary=giv.summary(gmap) if giv_plot else None,
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -106,6 +107,25 @@ def probes_from_test_sets(test_sets: Mapping[str, Sequence], max_images=None) ->
             clean = degrade.crop_to_multiple(np.asarray(image.clean, np.float32), 16)
             probes.append(Probe(degraded, image.task, _psnr(degraded, clean)))
     return probes
+
+
+def probes_for(
+    *, data_dir=None, setting: str = "3d", test_sets=None, max_images=None, per_task: int = 24
+) -> list[Probe]:
+    """The probes `python eval.py --giv_plot` uses.
+
+    Without `data_dir`, `synthetic_probes` (the five-task ones for setting
+    '5d'); with it, the images of the real test sets that
+    `evaluate.select_test_sets` picks, at most `max_images` per set.
+    """
+    if data_dir is None:
+        return synthetic_probes(per_task, five_task=setting == "5d")
+    from hair_jax import evaluate  # pylint: disable=g-import-not-at-top
+
+    _, sets = evaluate.select_test_sets(
+        data_dir=data_dir, setting=setting, names=test_sets, log=lambda _: None
+    )
+    return probes_from_test_sets(sets, max_images)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,6 +325,7 @@ def save_figure(fig, path: str, dpi: int = 110) -> None:
     """Writes `fig` as PNG to `path` under a temporary name, then renames."""
     from hair_jax.evaluate import _write_atomic  # pylint: disable=g-import-not-at-top
 
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     _write_atomic(path, buffer.getvalue())

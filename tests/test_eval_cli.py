@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import PIL.Image
 import pytest
 import train_helpers
 
@@ -138,6 +139,10 @@ def test_training_workdir_and_its_export(data_dir, tmp_path):
     with pytest.raises(ValueError, match=r"no checkpoint of step 3; --step can be one of 2, 4"):
         checkpoint.load_model(str(workdir), step=3)
 
+    # The Restormer has no GIV to draw.
+    line = _fails_with_one_line(tmp_path, f"--checkpoint={workdir}", f"--giv_plot={tmp_path}/g.png")
+    assert f"--giv_plot needs a Res-HAIR model; {workdir} (training workdir" in line
+
 
 def test_torch_ckpt_and_its_export_give_the_same_numbers(data_dir, tmp_path):
     ckpt_report = _eval(CKPT, output=str(tmp_path / "from_ckpt"), test_sets=SETS[-1:])
@@ -150,6 +155,38 @@ def test_torch_ckpt_and_its_export_give_the_same_numbers(data_dir, tmp_path):
             results.append(json.load(f))
     assert results[0]["model"]["arch"] == "res_hair" and results[0]["model"]["dim"] == 16
     _assert_same_numbers(_numbers(results[0]), _numbers(results[1]))
+
+
+def test_giv_plot(data_dir, tmp_path):
+    """--giv_plot: the PNG, the separation line, and the same numbers in results.json."""
+    plot, out = tmp_path / "plots" / "giv.png", tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **train_helpers.cache_env())
+    cmd = [
+        sys.executable,
+        "eval.py",
+        f"--checkpoint={CKPT}",
+        "--test_sets=synthetic_derain",
+        "--max_images=1",
+        f"--output={out}",
+        f"--giv_plot={plot}",
+    ]
+    proc = subprocess.run(
+        cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with PIL.Image.open(plot) as im:
+        assert im.format == "PNG" and im.width > 500
+    with open(out / "results.json") as f:
+        stats = json.load(f)["giv"]
+    assert stats["plot"] == str(plot) and stats["num_images"] == 120  # 24 per task, 5 tasks
+    assert stats["chance"] == pytest.approx(1 / 3)
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("GIV nearest"))
+    assert line == (
+        "GIV nearest-centroid accuracy (balanced, leave-one-out, 120 images): "
+        f"degradation type {stats['type_accuracy']:.1%} (chance 33.3%), "
+        f"task with noise level {stats['task_accuracy']:.1%}"
+    )
+    assert f"GIV plot: {plot}" in proc.stdout
 
 
 def test_not_a_checkpoint_is_named(tmp_path):
@@ -222,6 +259,9 @@ def _fails_with_one_line(tmp_path, *args):
             ["{ckpt}", "--raw_weights"],
             ["hair.ckpt is a PyTorch checkpoint", "--step and --raw_weights"],
         ),
+        (["{ckpt}", "--giv_plot={tmp}/giv.txt"], ["--giv_plot must name a .png file"]),
+        (["{ckpt}", "--giv_plot={tmp}"], ["--giv_plot must name a .png file"]),
+        (["{ckpt}", "--giv_plot={tmp}/notes.txt/giv.png"], ["notes.txt is a file", "--giv_plot"]),
     ],
 )
 def test_flag_mistake_is_one_line(tmp_path, args, words):
