@@ -37,7 +37,15 @@ class QuietLibraries(logging.Filter):
 
 
 def quiet_logs():
-    """Adds `QuietLibraries` to absl's log handler (the one `absl.app.run` uses)."""
+    """Adds `QuietLibraries` to absl's log handler (the one `absl.app.run` uses).
+
+    Some jax versions (0.8) also print jax's INFO lines through a handler of
+    their own, so the "jax" logger is set to WARNING as well, unless the user
+    chose its level (JAX_LOGGING_LEVEL).
+    """
     from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
 
     absl_logging.get_absl_handler().addFilter(QuietLibraries())
+    jax_logger = logging.getLogger("jax")
+    if jax_logger.level == logging.NOTSET:
+        jax_logger.setLevel(logging.WARNING)
