@@ -16,9 +16,10 @@ picks some of its parameters (the *dynamic* ones):
 * `HyperLevel` chains blocks that share one bank, each with its own HSN, as
   in Res-HAIR's hyper levels.
 
-Because every op that uses the dynamic parameters is linear in them,
-block(x; sum_i s_i W_i) with convolutions equals sum_i s_i conv(x, W_i)
-(the paper's Proposition 1); tests check this.
+A convolution is linear in its kernel, so each generated convolution
+conv(x, sum_i s_i W_i) equals the gated mixture sum_i s_i conv(x, W_i) (the
+paper's Proposition 1; it holds per convolution, not for the whole block,
+whose norms, attention and GELU are not linear); tests check this.
 """
 
 from __future__ import annotations
