@@ -1,6 +1,6 @@
 """Trains Res-HAIR (or the Restormer baseline) and evaluates it.
 
-  python train.py                                   # demo, ~5 min on CPU
+  python train.py                                   # demo, ~4 min on CPU
   python train.py --config configs/res_hair_3d.py --workdir runs/hair3d
   python train.py --config.train.num_steps=100      # override any field
 

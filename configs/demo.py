@@ -3,14 +3,14 @@
 Command (the default of train.py):
   python train.py                      # == --config configs/demo.py
 
-Expected: on a 2-core CPU it finishes in about 5 minutes (about 1.1 s per
+Expected: on a 2-core CPU it finishes in about 4 minutes (about 0.6 s per
 step plus half a minute of compilation) and prints an evaluation table on
 the synthetic test sets in which the restored PSNR beats the degraded
-input's PSNR for every task. Measured on 2026-11-27 in a fresh clone (5 min
-18 s in all): denoise 15/25/50 +1.13/+1.77/+1.85 dB, derain +1.13, dehaze
-+1.28. Checkpoints,
-TensorBoard events (scalars and degraded|restored|clean grids) and
-config.json land in runs/demo-<timestamp>/ (or --workdir).
+input's PSNR for every task. Measured on 2026-11-27 in a fresh clone with
+the README's command (4 min 4 s in all: pip install 50 s, train.py 3 min
+14 s): denoise 15/25/50 +1.13/+1.77/+1.85 dB, derain +1.13, dehaze
++1.28. Checkpoints, TensorBoard events (scalars and degraded|restored|clean
+grids) and config.json land in runs/demo-<timestamp>/ (or --workdir).
 
 `python eval.py --checkpoint runs/demo-<timestamp> --giv_plot giv.png`
 then draws the GIVs. On the same day it measured the nearest-centroid
