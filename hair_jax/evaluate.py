@@ -221,10 +221,10 @@ def _save_png(path: str, image) -> None:
     pixels = np.round(np.clip(np.asarray(image, np.float32), 0, 1) * 255).astype(np.uint8)
     buffer = io.BytesIO()
     PIL.Image.fromarray(pixels).save(buffer, format="PNG")
-    _write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue())
 
 
-def _write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes) -> None:
     """Writes under a temporary name in the same directory, then renames."""
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path) or ".")
     try:
@@ -262,7 +262,7 @@ def write_results(out_dir: str, rows: list[Row], **meta) -> tuple[str, str]:
     json_path = os.path.join(out_dir, "results.json")
     csv_path = os.path.join(out_dir, "results.csv")
     text = json.dumps(results_dict(rows, **meta), indent=2, allow_nan=True)
-    _write_atomic(json_path, (text + "\n").encode())
+    write_atomic(json_path, (text + "\n").encode())
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     fields = [*METRICS, *(f"degraded_{m}" for m in METRICS)]
@@ -272,7 +272,7 @@ def write_results(out_dir: str, rows: list[Row], **meta) -> tuple[str, str]:
             r.metric("degraded", m) for m in METRICS
         ]
         writer.writerow([r.name, r.num_images, *(f"{v:.6f}" for v in values)])
-    _write_atomic(csv_path, buffer.getvalue().encode())
+    write_atomic(csv_path, buffer.getvalue().encode())
     return json_path, csv_path
 
 
@@ -447,7 +447,7 @@ def evaluate_checkpoint(
         image_dir=os.path.join(output, "images") if save_images else None,
     )
     seconds = time.perf_counter() - start
-    meta = {}
+    meta, giv_summary = {}, None
     if giv_plot:
         from hair_jax import giv  # pylint: disable=g-import-not-at-top
 
@@ -457,6 +457,7 @@ def evaluate_checkpoint(
         gmap = giv.collect(loaded.model, probes)
         giv.save_figure(giv.plot_givs(gmap, title=loaded.describe()), giv_plot)
         meta["giv"] = {"plot": giv_plot, **giv.separation(gmap)}
+        giv_summary = giv.summary(meta["giv"])
     files = write_results(
         output,
         rows,
@@ -480,5 +481,5 @@ def evaluate_checkpoint(
         files,
         predictor.traces,
         seconds,
-        giv_summary=giv.summary(gmap) if giv_plot else None,
+        giv_summary=giv_summary,
     )

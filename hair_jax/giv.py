@@ -323,12 +323,12 @@ def plot_selectors(gmap: GivMap):
 
 def save_figure(fig, path: str, dpi: int = 110) -> None:
     """Writes `fig` as PNG to `path` under a temporary name, then renames."""
-    from hair_jax.evaluate import _write_atomic  # pylint: disable=g-import-not-at-top
+    from hair_jax.evaluate import write_atomic  # pylint: disable=g-import-not-at-top
 
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
-    _write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue())
 
 
 def separation(gmap: GivMap) -> dict[str, float]:
@@ -347,11 +347,10 @@ def separation(gmap: GivMap) -> dict[str, float]:
     }
 
 
-def summary(gmap: GivMap) -> str:
-    """`separation` in one line."""
-    s = separation(gmap)
+def summary(stats: dict) -> str:
+    """`separation`'s numbers in one line."""
     return (
-        f"GIV nearest-centroid accuracy (balanced, leave-one-out, {s['num_images']} images): "
-        f"degradation type {s['type_accuracy']:.1%} (chance {s['chance']:.1%}), "
-        f"task with noise level {s['task_accuracy']:.1%}"
+        f"GIV nearest-centroid accuracy (balanced, leave-one-out, {stats['num_images']} images): "
+        f"degradation type {stats['type_accuracy']:.1%} (chance {stats['chance']:.1%}), "
+        f"task with noise level {stats['task_accuracy']:.1%}"
     )

@@ -8,7 +8,7 @@ import PIL.Image
 import pytest
 
 import hair_jax
-from hair_jax import giv
+from hair_jax import giv, models
 
 CKPT = Path(__file__).parent / "data" / "hair_dim16_ref.ckpt"
 
@@ -71,7 +71,7 @@ def test_collect_matches_the_model_per_image(tiny):
         np.testing.assert_allclose(gmap.givs[i], want, atol=1e-5)
     assert gmap.tasks == tuple(p.task for p in order)
     want = tiny.selectors(jnp.asarray(gmap.givs))
-    assert list(gmap.selectors) == list(hair_jax.models.HYPER_LEVELS)
+    assert list(gmap.selectors) == list(models.HYPER_LEVELS)
     for level, weights in gmap.selectors.items():
         assert weights.shape[:2] == (len(getattr(tiny, level).hsns), 5)
         np.testing.assert_allclose(weights, np.asarray(want[level]), atol=1e-6)
@@ -98,7 +98,7 @@ def test_plots_are_written_as_png(tiny, tmp_path):
     giv.save_figure(fig, str(tmp_path / "giv.png"))
     sel = giv.plot_selectors(gmap)
     assert [ax.get_title(loc="left").split(":")[0] for ax in sel.axes[:5]] == list(
-        hair_jax.models.HYPER_LEVELS
+        models.HYPER_LEVELS
     )
     giv.save_figure(sel, str(tmp_path / "sel.png"))
     for name in ("giv.png", "sel.png"):
