@@ -14,7 +14,7 @@ Urban100 when built) or five-task (--setting 5d) table. Results go to
 --output (default <workdir>/eval/<step>/<data>, or <export>-eval/<data>):
 results.json, results.csv and, with --save_images, the restored images.
 --giv_plot giv.png also draws the GIVs of many degraded images in 2-D
-(`hair_jax.giv`) and prints their nearest-centroid accuracy.
+(`hair_jax.evaluation.giv`) and prints their nearest-centroid accuracy.
 
 A mistake (a flag, a path, a step the workdir does not have, a damaged
 checkpoint) ends with one line on stderr and exit code 2, before anything is
@@ -79,7 +79,9 @@ def check_flags():
             f"--data_dir: {data_dir}: no such directory; build the test sets with "
             "`python -m hair_jax.data.prepare` (docs/data.md), or leave it out for the synthetic sets"
         )
+    # Imported once the flags parse: jax and the model code take seconds.
     from hair_jax import evaluate  # pylint: disable=g-import-not-at-top
+    from hair_jax.evaluation import protocol  # pylint: disable=g-import-not-at-top
 
     if _OUTPUT.value is not None:
         try:
@@ -95,7 +97,7 @@ def check_flags():
         except ValueError as e:
             fail(e)
     try:
-        evaluate.eval_data_config(
+        protocol.eval_data_config(
             data_dir=data_dir, setting=_SETTING.value or "3d", names=_TEST_SETS.value
         )
     except ValueError as e:
@@ -108,6 +110,7 @@ def main(argv):
     cli.quiet_logs()
     check_flags()
     from hair_jax import evaluate  # pylint: disable=g-import-not-at-top
+    from hair_jax.evaluation.report import paper_table  # pylint: disable=g-import-not-at-top
 
     try:
         report = evaluate.evaluate_checkpoint(
@@ -125,10 +128,10 @@ def main(argv):
     except ValueError as e:  # also ExportError and CheckpointError: a damaged checkpoint
         fail(e)
     print()
-    print(evaluate.paper_table(report.rows))
+    print(paper_table(report.rows))
     if _Y_CHANNEL.value:
         print()
-        print(evaluate.paper_table(report.rows, y_channel=True))
+        print(paper_table(report.rows, y_channel=True))
     print(
         f"\n{report.compiles} compile(s) of the jitted forward pass; "
         f"{report.seconds:.1f} s.\nWrote {' and '.join(report.files)}"

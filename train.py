@@ -76,7 +76,8 @@ def _parse_flags(argv):
     except flags.Error as e:
         fail(f"{e} (see --helpshort)")
     except (AttributeError, KeyError):
-        # ml_collections' way to say that a --config.<field> names no field.
+        # ml_collections' way to say that a --config.<field> names no field
+        # (imported only then: the training code takes seconds).
         from hair_jax.train import config as config_lib  # pylint: disable=g-import-not-at-top
 
         probe = flags.FlagValues()
@@ -118,6 +119,7 @@ def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
     cli.quiet_logs()
+    # Imported once the flags parse: jax and the training code take seconds.
     from hair_jax import train  # pylint: disable=g-import-not-at-top
 
     train.maybe_initialize_distributed(

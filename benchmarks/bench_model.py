@@ -48,7 +48,7 @@ def measure(spec):
     import optax
     from flax import nnx
 
-    from hair_jax import models, restormer
+    from hair_jax.nn import models, restormer
 
     overrides = dict(spec.get("overrides", {}))
     b, hw, what = spec["batch"], spec["size"], spec["what"]

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hair_jax import restormer
+from hair_jax.nn import restormer
 
 
 def main():

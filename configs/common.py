@@ -18,7 +18,7 @@ def get_base_config():
     config.name = "base"
 
     config.model = ml_collections.ConfigDict()
-    config.model.variant = "res_hair"  # key of hair_jax.models.VARIANTS
+    config.model.variant = "res_hair"  # key of hair_jax.nn.models.VARIANTS
     # Passed to models.build_model as **overrides (ModelConfig fields). The
     # speed/memory options are listed so that the command line can set them
     # (--config.model.overrides.remat=none); they change no parameter.

@@ -3,6 +3,11 @@
 import hair_jax
 model = hair_jax.load_torch_checkpoint("hair3d.ckpt")   # authors' weights
 restored = model(images)                               # [B, H, W, 3] in [0, 1]
+
+The layers, each importing only those below it (pyproject.toml's
+import-linter contracts): nn (the model) <- io (files) and data <- inference
+<- evaluation <- train <- loading <- the commands (evaluate, restore,
+convert; train.py and eval.py).
 """
 
 import importlib
@@ -10,15 +15,16 @@ import importlib
 # Imported on first use (PEP 562), so that `import hair_jax.cli` (train.py's
 # and eval.py's flag checks) does not wait seconds for jax.
 _EXPORTS = {
-    "CheckpointError": "hair_jax.torch_pickle",
-    "ModelConfig": "hair_jax.models",
-    "ResHAIR": "hair_jax.models",
-    "Restormer": "hair_jax.restormer",
-    "VARIANTS": "hair_jax.models",
-    "build_model": "hair_jax.models",
-    "load_checkpoint": "hair_jax.checkpoint",
-    "load_torch_checkpoint": "hair_jax.convert",
-    "save_model": "hair_jax.checkpoint",
+    "CheckpointError": "hair_jax.io.torch_pickle",
+    "ModelConfig": "hair_jax.nn.models",
+    "ResHAIR": "hair_jax.nn.models",
+    "Restormer": "hair_jax.nn.restormer",
+    "VARIANTS": "hair_jax.nn.models",
+    "build_model": "hair_jax.nn.models",
+    "load_checkpoint": "hair_jax.io.model_export",
+    "load_model": "hair_jax.loading",
+    "load_torch_checkpoint": "hair_jax.io.torch_import",
+    "save_model": "hair_jax.io.model_export",
 }
 
 
@@ -36,6 +42,7 @@ __all__ = [
     "Restormer",
     "build_model",
     "load_checkpoint",
+    "load_model",
     "load_torch_checkpoint",
     "save_model",
 ]

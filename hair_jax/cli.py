@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from absl import logging as absl_logging
+
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # Their warnings are about speed-ups and internals a user cannot act on
 # (e.g. tfds's "OpenCV is not installed").
@@ -43,8 +45,6 @@ def quiet_logs():
     their own, so the "jax" logger is set to WARNING as well, unless the user
     chose its level (JAX_LOGGING_LEVEL).
     """
-    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-
     absl_logging.get_absl_handler().addFilter(QuietLibraries())
     jax_logger = logging.getLogger("jax")
     if jax_logger.level == logging.NOTSET:

@@ -35,7 +35,7 @@ from the receptive field at tile borders; the GIV itself is identical.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +43,7 @@ import numpy as np
 import PIL.Image
 from flax import nnx
 
-from hair_jax import models
+from hair_jax.nn import models
 
 MULTIPLE = 8  # H and W of every model input are multiples of this
 DEFAULT_MAX_PIXELS = 1024 * 1024

@@ -5,11 +5,11 @@
 
 INPUTs are files or folders (walked recursively; outputs keep the relative
 path). PNG, JPEG, BMP, TIFF and WebP of any size; grayscale, alpha, 16-bit
-and EXIF orientation are handled as `hair_jax.image_io` describes. Each
+and EXIF orientation are handled as `hair_jax.io.images` describes. Each
 output has the input's name and format (`--format png` writes PNG).
 
 --checkpoint is a training workdir, a model export or the authors' PyTorch
-.ckpt (`hair_jax.checkpoint.load_model`).
+.ckpt (`hair_jax.loading.load_model`).
 
 Sizes and compiles: images are reflect-padded at the bottom/right up to the
 next multiple of `--bucket` px (default 64; at least what the model needs:
@@ -42,7 +42,10 @@ import time
 import PIL.Image
 import tqdm
 
-from hair_jax import image_io, inference
+from hair_jax import inference
+from hair_jax.io import images
+from hair_jax.io.files import error_line
+from hair_jax.io.torch_pickle import CheckpointError
 
 PROG = "hair-restore"
 
@@ -93,16 +96,16 @@ def collect_jobs(inputs, out_dir: str, options: Options):
                     if not d.startswith(".") and os.path.realpath(os.path.join(root, d)) != out_real
                 )
                 for name in sorted(files):
-                    if not name.startswith(".") and image_io.EXTENSIONS.get(_ext(name)):
+                    if not name.startswith(".") and images.EXTENSIONS.get(_ext(name)):
                         path = os.path.join(root, name)
                         found.append((path, os.path.relpath(path, arg)))
             if len(found) == count:
                 errors.append((arg, "no PNG, JPEG, BMP, TIFF or WebP images in this folder"))
         elif os.path.isfile(arg):
-            if _ext(arg) in image_io.EXTENSIONS:
+            if _ext(arg) in images.EXTENSIONS:
                 found.append((arg, os.path.basename(arg)))
             else:
-                errors.append((arg, f"unsupported file type; one of {sorted(image_io.EXTENSIONS)}"))
+                errors.append((arg, f"unsupported file type; one of {sorted(images.EXTENSIONS)}"))
         else:
             errors.append((arg, "no such file or directory"))
     sources = {os.path.realpath(source) for source, _ in found}
@@ -129,16 +132,11 @@ def _ext(path: str) -> str:
     return os.path.splitext(path)[1].lower()
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
 def _unreadable(path: str, error: BaseException) -> str:
     """Why a file could not be read, without repeating its path."""
     if isinstance(error, PIL.UnidentifiedImageError):
         return "cannot read image: unknown format or damaged file"
-    return f"cannot read image ({_first_line(error).replace(repr(path), 'it').replace(path, 'it')})"
+    return f"cannot read image ({error_line(error).replace(repr(path), 'it').replace(path, 'it')})"
 
 
 class Restorer:
@@ -174,7 +172,7 @@ class Restorer:
         o, buckets, tiled = self.options, {}, []
         for job in jobs:
             try:
-                job.size = image_io.image_size(job.source)
+                job.size = images.image_size(job.source)
             except Exception as e:  # noqa: BLE001 - any decoder error means a bad file
                 self.fail(job.source, _unreadable(job.source, e))
                 continue
@@ -190,9 +188,9 @@ class Restorer:
 
     def _read(self, job: Job):
         try:
-            picture = image_io.read_image(job.source)
+            picture = images.read_image(job.source)
             if picture.pixels.shape[:2] != job.size:
-                raise image_io.ImageError(
+                raise images.ImageError(
                     f"decoded size {picture.pixels.shape[:2]} differs from the header's {job.size}"
                 )
         except Exception as e:  # noqa: BLE001 - any decoder error means a bad file
@@ -246,30 +244,30 @@ class Restorer:
     def _model_failed(self, job: Job, error: Exception) -> None:
         self.fail(
             job.source,
-            f"restoration failed ({_first_line(error)}); a smaller --max_pixels or --tile may help",
+            f"restoration failed ({error_line(error)}); a smaller --max_pixels or --tile may help",
         )
         self._bar.update(1)
 
-    def _write(self, job: Job, restored, picture: image_io.Picture) -> None:
+    def _write(self, job: Job, restored, picture: images.Picture) -> None:
         """Writes under a temporary name next to the target, then renames."""
         self._bar.update(1)
         if os.path.exists(job.target) and not self.options.overwrite:
             self.skipped.append(job.target)  # appeared while we worked
             return
         directory = os.path.dirname(job.target) or "."
-        fmt = image_io.EXTENSIONS[_ext(job.target)]
+        fmt = images.EXTENSIONS[_ext(job.target)]
         tmp = None
         try:
             os.makedirs(directory, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=_ext(job.target), dir=directory)
             os.close(fd)
-            image_io.write_image(tmp, restored, picture, fmt)
+            images.write_image(tmp, restored, picture, fmt)
             os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, job.target)
         except Exception as e:  # noqa: BLE001 - report, keep going with the others
             if tmp and os.path.exists(tmp):
                 os.unlink(tmp)
-            self.fail(job.source, f"cannot write {job.target} ({_first_line(e)})")
+            self.fail(job.source, f"cannot write {job.target} ({error_line(e)})")
             return
         self.restored.append(job.target)
 
@@ -329,14 +327,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     """The command line; returns the exit code."""
     args = parse_args(argv)
-    from hair_jax import checkpoint  # pylint: disable=g-import-not-at-top
-    from hair_jax.torch_pickle import CheckpointError  # pylint: disable=g-import-not-at-top
+    # Imported once the flags are valid: loading pulls in the training code
+    # (orbax, optax), seconds that a mistyped flag should not wait for.
+    from hair_jax import loading  # pylint: disable=g-import-not-at-top
 
     try:
-        loaded = checkpoint.load_model(
-            args.checkpoint, step=args.step, raw_weights=args.raw_weights
-        )
-    except (checkpoint.ExportError, CheckpointError) as e:
+        loaded = loading.load_model(args.checkpoint, step=args.step, raw_weights=args.raw_weights)
+    except (loading.ExportError, CheckpointError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     options = Options(

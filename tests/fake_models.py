@@ -7,7 +7,7 @@ so the tests can check padding, tiling, blending and file handling exactly.
 import jax.numpy as jnp
 from flax import nnx
 
-from hair_jax import layers, models
+from hair_jax.nn import layers, models
 
 
 class PointwiseHAIR(nnx.Module):

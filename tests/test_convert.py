@@ -12,10 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
-from hair_jax import checkpoint, convert, models
-from hair_jax.torch_pickle import CheckpointError, load_state_dict
 from torch_writer import write_state_dict
+
+from hair_jax import convert
+from hair_jax.io import model_export, torch_import
+from hair_jax.io.torch_pickle import CheckpointError, load_state_dict
+from hair_jax.nn import models
 
 DATA = Path(__file__).parent / "data"
 CKPT = DATA / "hair_dim16_ref.ckpt"
@@ -35,7 +37,7 @@ def _params(model):
 
 
 def test_infers_architecture_from_shapes(ref_sd):
-    cfg = convert.infer_config(ref_sd)
+    cfg = torch_import.infer_config(ref_sd)
     assert (cfg.arch, cfg.dim, cfg.num_blocks, cfg.num_refinement_blocks) == (
         "res_hair",
         16,
@@ -51,7 +53,7 @@ def test_infers_architecture_from_shapes(ref_sd):
 
 
 def test_kernel_box_split_follows_reference_order(ref_sd):
-    model = convert.state_dict_to_model(ref_sd)
+    model = torch_import.state_dict_to_model(ref_sd)
     box = ref_sd["latent.kernel_box"]  # [5, total], OIHW segments
     d, h = 128, int(128 * 2.66)
     qkv = np.asarray(model.latent.bank.weights["attn"]["qkv"]["kernel"][...])
@@ -75,8 +77,8 @@ def test_cli_round_trip_gives_identical_model(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "2,048,498 parameters" in proc.stdout
     assert sorted(os.listdir(out)) == ["config.json", "params"]
-    restored = checkpoint.load_checkpoint(out)
-    original = convert.load_torch_checkpoint(CKPT)
+    restored = model_export.load_checkpoint(out)
+    original = torch_import.load_torch_checkpoint(CKPT)
     assert restored.config == original.config
     a, b = _params(restored), _params(original)
     assert a.keys() == b.keys()
@@ -91,8 +93,8 @@ def test_cli_round_trip_gives_identical_model(tmp_path):
 def test_bare_state_dict_without_prefix_loads(tmp_path, ref_sd):
     path = write_state_dict(tmp_path / "bare.pth", ref_sd, lightning=False)
     a, b = (
-        _params(convert.load_torch_checkpoint(path)),
-        _params(convert.state_dict_to_model(ref_sd)),
+        _params(torch_import.load_torch_checkpoint(path)),
+        _params(torch_import.state_dict_to_model(ref_sd)),
     )
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
@@ -168,7 +170,7 @@ def test_bad_input_one_line_exit_2_and_nothing_written(case, tmp_path, ref_sd, c
     make, message = BAD[case]
     path = make(tmp_path, ref_sd)
     with pytest.raises(CheckpointError, match=message):
-        convert.load_torch_checkpoint(path)
+        torch_import.load_torch_checkpoint(path)
     out_dir = tmp_path / "out"
     assert convert.main([str(path), str(out_dir)]) == 2
     err = capsys.readouterr().err
@@ -187,15 +189,17 @@ def test_existing_output_is_never_overwritten(tmp_path, capsys):
 
 
 def test_load_checkpoint_errors(tmp_path):
-    with pytest.raises(checkpoint.ExportError, match="config.json: not found"):
-        checkpoint.load_checkpoint(tmp_path)
+    with pytest.raises(model_export.ExportError, match="config.json: not found"):
+        model_export.load_checkpoint(tmp_path)
     (tmp_path / "config.json").write_text('{"dim": 16, "colour": "red"}')
-    with pytest.raises(checkpoint.ExportError, match=r"unknown model config fields: \['colour'\]"):
-        checkpoint.load_checkpoint(tmp_path)
+    with pytest.raises(
+        model_export.ExportError, match=r"unknown model config fields: \['colour'\]"
+    ):
+        model_export.load_checkpoint(tmp_path)
 
 
 def _to_torch_name(ours: str) -> str:
-    """Inverse of convert.our_name for the static Restormer (test-only)."""
+    """Inverse of torch_import.our_name for the static Restormer (test-only)."""
     name = re.sub(r"^encoder\.patch_embed\.", "patch_embed.proj.", ours)
     name = re.sub(r"^encoder\.levels\.(\d)\.", lambda m: f"encoder_level{int(m[1]) + 1}.", name)
     name = re.sub(
@@ -226,7 +230,7 @@ def test_restormer_state_dict_round_trip(tmp_path):
             value = value.reshape(-1, 1, 1)
         sd[_to_torch_name(name)] = value
     assert "latent.1.attn.qkv_dwconv.weight" in sd and "down2_3.body.0.weight" in sd
-    loaded = convert.load_torch_checkpoint(write_state_dict(tmp_path / "restormer.pth", sd))
+    loaded = torch_import.load_torch_checkpoint(write_state_dict(tmp_path / "restormer.pth", sd))
     assert loaded.config == model.config
     a, b = _params(loaded), _params(model)
     assert a.keys() == b.keys()

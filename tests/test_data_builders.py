@@ -2,11 +2,11 @@
 
 import os
 
+import data_helpers
 import numpy as np
 import PIL.Image
 import pytest
 
-import data_helpers
 from hair_jax.data import builders, prepare
 from hair_jax.data.layout import Example
 

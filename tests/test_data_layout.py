@@ -2,9 +2,9 @@
 
 import os
 
+import data_helpers
 import pytest
 
-import data_helpers
 from hair_jax import data
 from hair_jax.data.layout import (
     DATASETS_BY_NAME,

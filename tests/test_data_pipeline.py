@@ -3,11 +3,11 @@
 import io
 import json
 
+import data_helpers
 import numpy as np
 import PIL.Image
 import pytest
 
-import data_helpers
 from hair_jax import data
 from hair_jax.data import builders
 from hair_jax.data.config import TRAIN_SOURCES

@@ -5,9 +5,9 @@ import shutil
 import subprocess
 import sys
 
+import data_helpers
 import pytest
 
-import data_helpers
 from hair_jax.data import builders, prepare
 
 

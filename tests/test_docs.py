@@ -15,7 +15,7 @@ import jax
 import pytest
 
 import hair_jax
-from hair_jax import models
+from hair_jax.nn import models
 from hair_jax.train import config as config_lib
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,11 @@ FULL_NAME_RE = re.compile(r"(?<![\w./-])hair_jax(?:\.[A-Za-z_]\w*)+")
 SHORT_NAME_RE = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)(?:\(.*\))?")
 FILE_SUFFIXES = {"py", "md", "json", "csv", "ckpt", "ipynb", "txt", "toml", "png", "tif", "jpg"}
 # Short roots the docs use in backticks, e.g. `hyper.HSN`, `jax.vmap`, `nnx.split`.
+# The package's own modules and those of its layers nn, io and evaluation.
 ROOTS = {m.name: f"hair_jax.{m.name}" for m in pkgutil.iter_modules(hair_jax.__path__)}
+for _layer in ("nn", "io", "evaluation"):
+    _path = [str(Path(hair_jax.__path__[0]) / _layer)]
+    ROOTS.update({m.name: f"hair_jax.{_layer}.{m.name}" for m in pkgutil.iter_modules(_path)})
 ROOTS.update({"hair_jax": "hair_jax", "jax": "jax", "lax": "jax.lax", "nnx": "flax.nnx"})
 
 

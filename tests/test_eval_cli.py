@@ -18,9 +18,12 @@ import PIL.Image
 import pytest
 import train_helpers
 
-from hair_jax import checkpoint, convert, evaluate, models
+from hair_jax import convert, evaluate, loading
 from hair_jax import train as hair_train
 from hair_jax.data import synthetic
+from hair_jax.evaluation import protocol
+from hair_jax.io import model_export
+from hair_jax.nn import models
 
 ROOT = Path(__file__).parent.parent
 CKPT = ROOT / "tests" / "data" / "hair_dim16_ref.ckpt"
@@ -63,7 +66,7 @@ def _assert_same_numbers(a, b):
     assert a.keys() == b.keys() and a.keys() <= set(SETS)
     for name in a:
         for got, want in zip(a[name], b[name]):
-            for metric in evaluate.METRICS:
+            for metric in protocol.METRICS:
                 assert got[metric] == pytest.approx(want[metric], abs=1e-6), (name, metric)
 
 
@@ -116,7 +119,7 @@ def test_training_workdir_and_its_export(data_dir, tmp_path):
 
     # An export of the same (EMA) weights gives the same numbers.
     export = tmp_path / "export"
-    checkpoint.save_model(checkpoint.load_model(str(workdir)).model, export)
+    model_export.save_model(loading.load_model(str(workdir)).model, export)
     report = _eval(export)
     assert report.output == str(tmp_path / "export-eval" / "synthetic")
     with open(report.files[0]) as f:
@@ -125,9 +128,9 @@ def test_training_workdir_and_its_export(data_dir, tmp_path):
     _assert_same_numbers(_numbers(from_export), _numbers(results))
 
     # Raw instead of EMA weights, an earlier step, a step that is not there.
-    ema = checkpoint.load_model(str(workdir))
-    raw = checkpoint.load_model(str(workdir), raw_weights=True)
-    earlier = checkpoint.load_model(str(workdir), step=2, raw_weights=True)
+    ema = loading.load_model(str(workdir))
+    raw = loading.load_model(str(workdir), raw_weights=True)
+    earlier = loading.load_model(str(workdir), step=2, raw_weights=True)
     assert [(m.step, m.weights) for m in (ema, raw, earlier)] == [
         (4, "ema"),
         (4, "raw"),
@@ -137,7 +140,7 @@ def test_training_workdir_and_its_export(data_dir, tmp_path):
     assert not np.array_equal(kernels[0], kernels[1])
     assert not np.array_equal(kernels[1], kernels[2])
     with pytest.raises(ValueError, match=r"no checkpoint of step 3; --step can be one of 2, 4"):
-        checkpoint.load_model(str(workdir), step=3)
+        loading.load_model(str(workdir), step=3)
 
     # The Restormer has no GIV to draw.
     line = _fails_with_one_line(tmp_path, f"--checkpoint={workdir}", f"--giv_plot={tmp_path}/g.png")
@@ -198,7 +201,7 @@ def test_not_a_checkpoint_is_named(tmp_path):
         (tmp_path / "notes.txt", "notes.txt"),
     ]:
         with pytest.raises(ValueError, match=message) as e:
-            checkpoint.load_model(str(path))
+            loading.load_model(str(path))
         assert str(path) in str(e.value)
     line = _fails_with_one_line(tmp_path, f"--checkpoint={tmp_path / 'empty'}")
     assert f"{tmp_path / 'empty'} is not a checkpoint" in line

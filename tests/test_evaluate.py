@@ -1,4 +1,4 @@
-"""hair_jax.evaluate: crop, per-set means, tables, result files, compile count."""
+"""hair_jax.evaluation (protocol, report) and eval.py's default output paths."""
 
 import collections
 import csv
@@ -11,7 +11,8 @@ import pytest
 from flax import nnx
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from hair_jax import checkpoint, evaluate, inference
+from hair_jax import evaluate, inference, loading
+from hair_jax.evaluation import protocol, report
 
 Image = collections.namedtuple("Image", "name degraded clean")
 
@@ -37,19 +38,19 @@ def _sets():
 
 
 def test_evaluate_rows_and_table():
-    rows = evaluate.evaluate(_Scale(2.0), _sets(), max_images=2)
+    rows = protocol.evaluate(_Scale(2.0), _sets(), max_images=2)
     assert [r.name for r in rows] == ["dark", "same", "sots"]
     assert rows[0].num_images == 2 and rows[1].num_images == 1
     assert rows[0].restored_psnr > 90 > rows[0].degraded_psnr  # x2 undoes x0.5
     assert rows[1].restored_psnr < rows[1].degraded_psnr
-    table = evaluate.format_table(rows)
+    table = report.format_table(rows)
     assert "degraded PSNR" in table and "dark" in table
 
 
 def test_metrics_follow_the_protocol_with_skimage():
     """Centre crop to 16 (20x24 -> 16x16), clip, RGB, skimage's PSNR/SSIM."""
     sets = _sets()
-    row = evaluate.evaluate(_Scale(1.3), {"sots": sets["sots"]})[0]
+    row = protocol.evaluate(_Scale(1.3), {"sots": sets["sots"]})[0]
     image = sets["sots"][0]
     clean = image.clean[2:18, 4:20].astype(np.float64)
     restored = np.clip(image.degraded[2:18, 4:20] * np.float32(1.3), 0, 1).astype(np.float64)
@@ -71,29 +72,29 @@ def test_one_compile_per_image_size():
             for i, s in enumerate(sizes)
         ]
     }
-    evaluate.evaluate_sets(predictor, sets)
+    protocol.evaluate_sets(predictor, sets)
     assert predictor.traces == 2
 
 
 def test_paper_table_and_result_files(tmp_path):
-    rows = evaluate.evaluate(_Scale(2.0), _sets())
-    table = evaluate.paper_table(rows)
-    protocol, columns = table.split("\nPSNR/SSIM")
-    assert protocol.startswith("Protocol: full image") and "multiple of 16" in protocol
-    assert "7x7 uniform window" in protocol and "data_range 1" in protocol
+    rows = protocol.evaluate(_Scale(2.0), _sets())
+    table = report.paper_table(rows)
+    header, columns = table.split("\nPSNR/SSIM")
+    assert header.startswith("Protocol: full image") and "multiple of 16" in header
+    assert "7x7 uniform window" in header and "data_range 1" in header
     lines = ("PSNR/SSIM" + columns).splitlines()
     assert lines[0].split() == ["PSNR/SSIM", "dark", "same", "SOTS", "Average"]
     assert lines[3].split() == ["images", "3", "1", "1", "5"]
     restored = lines[1].split()
     assert restored[0] == "restored" and len(restored) == 5
-    average = evaluate.average(rows)
+    average = protocol.average(rows)
     assert restored[-1] == f"{average.restored_psnr:.2f}/{average.restored_ssim:.4f}"
     assert average.restored_psnr == pytest.approx(np.mean([r.restored_psnr for r in rows]))
-    assert "BT.601" in evaluate.paper_table(rows, y_channel=True).split("PSNR/SSIM")[0]
+    assert "BT.601" in report.paper_table(rows, y_channel=True).split("PSNR/SSIM")[0]
 
-    json_path, csv_path = evaluate.write_results(str(tmp_path / "r"), rows, step=7)
+    json_path, csv_path = report.write_results(str(tmp_path / "r"), rows, step=7)
     data = json.loads(open(json_path).read())
-    assert data["step"] == 7 and data["protocol"] == evaluate.PROTOCOL
+    assert data["step"] == 7 and data["protocol"] == protocol.PROTOCOL
     assert data["sets"]["dark"]["restored"]["psnr"] == rows[0].restored_psnr
     assert [im["name"] for im in data["sets"]["dark"]["images"]] == ["d0", "d1", "d2"]
     assert data["average"]["degraded"]["ssim"] == pytest.approx(average.degraded_ssim)
@@ -104,7 +105,7 @@ def test_paper_table_and_result_files(tmp_path):
 
 def test_default_output_by_checkpoint_kind(tmp_path):
     def loaded(kind, path, **kw):
-        return checkpoint.LoadedModel(None, kind, str(path), **kw)
+        return loading.LoadedModel(None, kind, str(path), **kw)
 
     wd = loaded("workdir", tmp_path / "run", step=250, weights="ema")
     assert evaluate.default_output(wd, "synthetic") == str(tmp_path / "run/eval/250/synthetic")
@@ -129,4 +130,4 @@ def test_default_output_by_checkpoint_kind(tmp_path):
 def test_real_test_sets_of_each_setting(tmp_path, setting, names):
     # Nothing is built in an empty directory: the error lists the configured sets.
     with pytest.raises(ValueError, match=f"none of the test sets \\({names}\\) is built"):
-        evaluate.select_test_sets(data_dir=str(tmp_path), setting=setting)
+        protocol.select_test_sets(data_dir=str(tmp_path), setting=setting)

@@ -1,4 +1,4 @@
-"""hair_jax.giv: probes, GIVs and selectors, the separation measure, the plots."""
+"""hair_jax.evaluation.giv: probes, GIVs and selectors, the separation measure, the plots."""
 
 from pathlib import Path
 
@@ -8,7 +8,8 @@ import PIL.Image
 import pytest
 
 import hair_jax
-from hair_jax import giv, models
+from hair_jax.evaluation import giv
+from hair_jax.nn import models
 
 CKPT = Path(__file__).parent / "data" / "hair_dim16_ref.ckpt"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hair_jax import hyper, layers, restormer
+from hair_jax.nn import hyper, layers, restormer
 
 KERNELS = nnx.PathContains("kernel")
 

@@ -1,4 +1,4 @@
-"""hair_jax.image_io: every format keeps what it must (gray, alpha, 16 bits, orientation)."""
+"""hair_jax.io.images: every format keeps what it must (gray, alpha, 16 bits, orientation)."""
 
 import io
 import zlib
@@ -10,7 +10,7 @@ import png
 import pytest
 import tifffile
 
-from hair_jax import image_io
+from hair_jax.io import images as image_io
 
 
 def _rgb(h, w, seed=0):

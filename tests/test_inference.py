@@ -6,10 +6,10 @@ import numpy as np
 import PIL.Image
 import pytest
 import skimage.data
+from fake_models import PointwiseHAIR
 
 import hair_jax
 from hair_jax import inference
-from fake_models import PointwiseHAIR
 
 CKPT = Path(__file__).parent / "data" / "hair_dim16_ref.ckpt"
 

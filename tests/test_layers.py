@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hair_jax import layers
+from hair_jax.nn import layers
 
 
 def _x(shape, seed=0):

@@ -1,4 +1,4 @@
-"""hair_jax.metrics: JAX PSNR/SSIM equal to scikit-image's (float64) to 1e-4."""
+"""hair_jax.evaluation.metrics: JAX PSNR/SSIM equal to scikit-image's (float64) to 1e-4."""
 
 import jax
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import skimage.data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from hair_jax import metrics
+from hair_jax.evaluation import metrics
 
 TOL = 1e-4
 

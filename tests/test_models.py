@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hair_jax import convert, models
+from hair_jax.io import torch_import
+from hair_jax.nn import models
 
 DATA = Path(__file__).parent / "data"
 # Activations named in the fixture -> our feature names (NCHW there, NHWC here).
@@ -29,7 +30,7 @@ def fixture_io():
 
 @pytest.fixture(scope="module")
 def ref_model():
-    return convert.load_torch_checkpoint(DATA / "hair_dim16_ref.ckpt")
+    return torch_import.load_torch_checkpoint(DATA / "hair_dim16_ref.ckpt")
 
 
 @pytest.fixture(scope="module")

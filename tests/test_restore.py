@@ -14,9 +14,9 @@ import PIL.Image
 import png
 import pytest
 import tifffile
-
-from hair_jax import checkpoint, restore
 from fake_models import PointwiseHAIR
+
+from hair_jax import loading, restore
 
 ROOT = Path(__file__).parent.parent
 CKPT = ROOT / "tests" / "data" / "hair_dim16_ref.ckpt"
@@ -27,7 +27,7 @@ def fake_checkpoint(monkeypatch):
     """`--checkpoint anything` loads the pointwise model: out = 0.5 x + 0.25."""
     model = PointwiseHAIR()
     monkeypatch.setattr(
-        checkpoint, "load_model", lambda path, **kw: checkpoint.LoadedModel(model, "export", path)
+        loading, "load_model", lambda path, **kw: loading.LoadedModel(model, "export", path)
     )
     return model
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hair_jax import restormer
+from hair_jax.nn import restormer
 
 
 def _textbook_mdta(attn: restormer.MDTA, x):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hair_jax import hyper, restormer, stages
+from hair_jax.nn import hyper, restormer, stages
 
 # (remat, scan) against the plain loop ("none", False).
 SETTINGS = [("none", True), ("block", False), ("block", True)]

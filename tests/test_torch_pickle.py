@@ -1,4 +1,4 @@
-"""Tests for hair_jax.torch_pickle, the torch-free checkpoint reader.
+"""Tests for hair_jax.io.torch_pickle, the torch-free checkpoint reader.
 
 Synthetic checkpoints are written without torch: a tiny pickle emitter below
 writes the opcodes torch.save produces (GLOBAL, REDUCE, BINPERSID, ...), and
@@ -17,10 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from hair_jax.torch_pickle import CheckpointError, load_state_dict
 from torch_writer import (
-    emit,
     Appends,
     Build,
     Ext,
@@ -32,11 +29,14 @@ from torch_writer import (
     SetItems,
     StackGlobal,
     dumps,
+    emit,
     f32,
     ordered_dict,
     tensor,
     write_torch_zip,
 )
+
+from hair_jax.io.torch_pickle import CheckpointError, load_state_dict
 
 DATA = Path(__file__).parent / "data"
 FIXTURE = DATA / "hair_dim16_ref.ckpt"

@@ -9,10 +9,10 @@ import logging
 import os
 
 import numpy as np
+import train_helpers
 
 from hair_jax import train
 from hair_jax.train import checkpoints
-import train_helpers
 
 train_helpers.use_compilation_cache()
 

@@ -3,9 +3,9 @@
 import json
 
 import pytest
+import train_helpers
 
 from hair_jax.train import config as config_lib
-import train_helpers
 
 
 def _saved(config):

@@ -4,9 +4,9 @@ import os
 
 import numpy as np
 import pytest
+import train_helpers
 
 from hair_jax import train
-import train_helpers
 
 train_helpers.use_compilation_cache()
 

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import numpy as np
-
 import train_helpers
 
 

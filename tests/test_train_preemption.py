@@ -6,8 +6,9 @@ import subprocess
 import sys
 import time
 
-from hair_jax import train
 import train_helpers
+
+from hair_jax import train
 
 train_helpers.use_compilation_cache()
 

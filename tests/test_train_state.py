@@ -1,9 +1,9 @@
 """Tests of hair_jax.train.state: the learning-rate schedule and its length."""
 
 import numpy as np
+import train_helpers
 
 from hair_jax.train import state as state_lib
-import train_helpers
 
 
 def test_schedule_warmup_cosine_values():

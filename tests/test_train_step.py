@@ -6,7 +6,6 @@ process keeps the single CPU device of conftest.py.
 """
 
 import numpy as np
-
 import train_helpers
 
 

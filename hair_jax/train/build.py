@@ -1,11 +1,12 @@
 """Everything a config determines before the first step (`setup`)."""
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from flax import nnx
 import jax
 import optax
+from flax import nnx
 
 from hair_jax.train.config import model_config
 from hair_jax.train.mesh import create_mesh

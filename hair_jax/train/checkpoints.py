@@ -14,15 +14,14 @@ import json
 import os
 import shutil
 
-from absl import logging
 import jax
-from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 
 from hair_jax.train.build import setup
 from hair_jax.train.config import check_resume
-
 
 # The name suffix of a save in progress (".orbax-checkpoint-tmp" in orbax 0.12.8).
 PARTIAL_SAVE_SUFFIX = ocp.path.step.TMP_DIR_SUFFIX

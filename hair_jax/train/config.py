@@ -15,7 +15,7 @@ import os
 import ml_collections
 
 from hair_jax import data
-from hair_jax import models
+from hair_jax.nn import models
 
 CONFIG_FILE = "config.json"
 

@@ -5,6 +5,8 @@ import time
 
 import jax
 import numpy as np
+import tensorboardX
+import tqdm
 
 from hair_jax.train.config import CONFIG_FILE
 
@@ -18,9 +20,6 @@ class Logger:
         self._last = (start_step, time.perf_counter())
         if not self.active:
             return
-        import tensorboardX  # pylint: disable=g-import-not-at-top
-        import tqdm  # pylint: disable=g-import-not-at-top
-
         os.makedirs(workdir, exist_ok=True)
         # Written whole or not at all: the next run compares itself with it.
         path = os.path.join(workdir, CONFIG_FILE)

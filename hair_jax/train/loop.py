@@ -18,7 +18,9 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from hair_jax import evaluate as evaluate_lib
+from hair_jax import data
+from hair_jax.evaluation import protocol, report
+from hair_jax.io.model_export import save_model
 from hair_jax.train.build import setup
 from hair_jax.train.checkpoints import (
     checkpoint_manager,
@@ -40,8 +42,6 @@ def default_loader(config, seed, process_batch_size):
     Raises:
       ConfigError: a dataset it needs has not been built.
     """
-    from hair_jax import data  # pylint: disable=g-import-not-at-top
-
     try:
         return data.make_train_loader(
             config.data,
@@ -56,8 +56,6 @@ def default_loader(config, seed, process_batch_size):
 
 
 def default_test_sets(config):
-    from hair_jax import data  # pylint: disable=g-import-not-at-top
-
     sets = data.load_test_sets(config.data)
     missing = [name for name in data.test_sets_of(config.data) if name not in sets]
     if missing:
@@ -216,10 +214,8 @@ def _final_evaluation(config, workdir, run, state, test_sets, logger):
     if not test_sets:
         return []
     max_images = config.get("eval", {}).get("max_images_per_set", -1)
-    rows = evaluate_lib.evaluate(
-        model, test_sets, max_images=None if max_images < 0 else max_images
-    )
-    table = evaluate_lib.format_table(rows)
+    rows = protocol.evaluate(model, test_sets, max_images=None if max_images < 0 else max_images)
+    table = report.format_table(rows)
     step = int(jax.device_get(state.step))
     if jax.process_index() == 0:
         print(
@@ -231,7 +227,7 @@ def _final_evaluation(config, workdir, run, state, test_sets, logger):
 
 
 def _export(model, directory):
-    """Saves the final model with `checkpoint.save_model` (replacing old ones).
+    """Saves the final model with `hair_jax.io.model_export.save_model` (replacing old ones).
 
     Single-process runs only: `save_model` is not written for several
     processes; there, export from a checkpoint with `restore_train_state`.
@@ -239,9 +235,7 @@ def _export(model, directory):
     if jax.process_count() > 1:
         logging.info("Several processes: no export (use restore_train_state).")
         return
-    from hair_jax import checkpoint  # pylint: disable=g-import-not-at-top
-
     if os.path.isdir(directory):  # from an earlier, shorter run of this workdir
         shutil.rmtree(directory)
-    checkpoint.save_model(model, directory)
+    save_model(model, directory)
     logging.info("Exported the final model to %s.", directory)

@@ -9,9 +9,9 @@ largest divisible dimension is split over it.
 
 import os
 
-from absl import logging
 import jax
 import numpy as np
+from absl import logging
 
 from hair_jax.train.config import ConfigError
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from hair_jax import models
+from hair_jax.nn import models
 from hair_jax.train.config import ConfigError
 from hair_jax.train.mesh import state_shardings
 

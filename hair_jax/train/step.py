@@ -5,12 +5,12 @@
 and a donated state.
 """
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
-from hair_jax import metrics as metrics_lib
+from hair_jax.evaluation import metrics as metrics_lib
 from hair_jax.train.mesh import BATCH_KEYS, NamedSharding, P, batch_sharding
 
 

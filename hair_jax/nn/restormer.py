@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hair_jax import layers, stages
+from hair_jax.nn import layers, stages
 
 
 class MDTA(nnx.Module):

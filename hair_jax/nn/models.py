@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hair_jax import dac, hyper, layers, restormer, stages
+from hair_jax.nn import dac, hyper, layers, restormer, stages
 
 # The DAC halves the H/8 latent twice more; below 32 px nothing would be left.
 # At 32 px its last map is 1x1, where a GroupNorm with one channel per group
@@ -117,7 +117,7 @@ class ModelConfig:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")

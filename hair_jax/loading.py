@@ -1,23 +1,21 @@
-"""Model export (orbax parameters plus config.json), and loading any checkpoint.
+"""A model from any checkpoint kind: a training workdir, a model export or a .ckpt.
 
-    save_model(model, "exports/hair3d")
-    model = load_checkpoint("exports/hair3d")
-    loaded = load_model(path)   # a training workdir, an export or a .ckpt
+    loaded = load_model(path)          # LoadedModel: .model, .kind, .step, ...
+    loaded = load_model(workdir, step=2000, raw_weights=True)
 
-The export directory is written under a temporary name and renamed at the
-end, so an interrupted or failed save never leaves something that looks
-complete.
-
-The three kinds of checkpoint `load_model` tells apart:
+The three kinds `load_model` tells apart:
   * a training workdir (`python train.py --workdir DIR`): `DIR/checkpoints/<step>`
     hold the whole train state (orbax) and `DIR/config.json` the run's config;
     the model is rebuilt from the config, with the EMA weights when the run
     kept them;
-  * a model export (`save_model`, `python -m hair_jax.convert`, or a workdir's
-    `export/` at the end of training): `config.json` (the model config) and
-    `params/`;
+  * a model export (`hair_jax.io.model_export`: `python -m hair_jax.convert`,
+    or a workdir's `export/` at the end of training): `config.json` (the model
+    config) and `params/`;
   * the authors' PyTorch Lightning `.ckpt` (or a bare state_dict file), read
-    without torch (`hair_jax.load_torch_checkpoint`).
+    without torch (`hair_jax.io.torch_import`).
+
+This sits above `hair_jax.train` because reading a workdir means rebuilding
+its train state; the commands (eval.py, hair-restore) use it.
 """
 
 from __future__ import annotations
@@ -25,81 +23,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 
-import orbax.checkpoint as ocp
+import ml_collections
 from flax import nnx
 
-from hair_jax import models
-
-CONFIG_FILE = "config.json"
-PARAMS_DIR = "params"
-
-
-class ExportError(ValueError):
-    """A model export directory that cannot be written or read."""
-
-
-def save_model(model: nnx.Module, directory: str | os.PathLike) -> None:
-    """Writes `model` (its `config` and parameters) to a new `directory`."""
-    directory = os.path.abspath(os.fspath(directory))
-    if os.path.exists(directory) and (not os.path.isdir(directory) or os.listdir(directory)):
-        raise ExportError(f"{directory} already exists and is not empty; choose a new directory")
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(directory) + "-", dir=parent)
-    try:
-        with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
-            f.write(model.config.to_json())
-        params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(os.path.join(tmp, PARAMS_DIR), params)
-        if os.path.isdir(directory):
-            os.rmdir(directory)  # empty, checked above
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def load_config(directory: str | os.PathLike) -> models.ModelConfig:
-    path = os.path.join(os.fspath(directory), CONFIG_FILE)
-    try:
-        with open(path) as f:
-            return models.ModelConfig.from_dict(json.load(f))
-    except FileNotFoundError:
-        raise ExportError(f"{path}: not found; is {directory} a hair-jax model export?") from None
-    except (json.JSONDecodeError, TypeError, ValueError) as e:
-        raise ExportError(f"{path}: invalid model config ({e})") from None
-
-
-def _reason(error: BaseException) -> str:
-    """The first line of what went wrong at the bottom of `error`'s chain."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
-def load_checkpoint(directory: str | os.PathLike) -> nnx.Module:
-    """Restores a model written by `save_model` (or `python -m hair_jax.convert`)."""
-    directory = os.path.abspath(os.fspath(directory))
-    cfg = load_config(directory)
-    abstract = models.abstract_model(cfg)
-    graphdef, state = nnx.split(abstract)
-    target = nnx.to_pure_dict(state)
-    path = os.path.join(directory, PARAMS_DIR)
-    if not os.path.isdir(path):
-        raise ExportError(f"{path}: parameters not found")
-    try:
-        with ocp.StandardCheckpointer() as ckptr:
-            params = ckptr.restore(path, target)
-    except Exception as e:  # noqa: BLE001 - orbax raises plain Exception for damaged files
-        raise ExportError(f"{path}: cannot read the parameters ({_reason(e)})") from None
-    nnx.replace_by_pure_dict(state, params)
-    return nnx.merge(graphdef, state)
-
+from hair_jax.io.files import error_line
+from hair_jax.io.model_export import CONFIG_FILE, PARAMS_DIR, ExportError, load_checkpoint
+from hair_jax.io.torch_import import load_torch_checkpoint
+from hair_jax.train import ConfigError, restore_train_state
 
 WORKDIR, EXPORT, TORCH = "workdir", "export", "torch"
 
@@ -176,18 +107,11 @@ def load_model(
     if kind == EXPORT:
         return LoadedModel(load_checkpoint(path), kind, path)
     if kind == TORCH:
-        from hair_jax.convert import load_torch_checkpoint  # pylint: disable=g-import-not-at-top
-
         return LoadedModel(load_torch_checkpoint(path), kind, path)
     return _load_workdir(path, step, raw_weights)
 
 
 def _load_workdir(path: str, step: int | None, raw_weights: bool) -> LoadedModel:
-    import ml_collections  # pylint: disable=g-import-not-at-top
-
-    # The one place that knows where the training code lives.
-    from hair_jax.train import ConfigError, restore_train_state  # pylint: disable=g-import-not-at-top
-
     config_path = os.path.join(path, CONFIG_FILE)
     try:
         with open(config_path) as f:
@@ -210,7 +134,7 @@ def _load_workdir(path: str, step: int | None, raw_weights: bool) -> LoadedModel
     except Exception as e:  # noqa: BLE001 - orbax raises plain Exception for damaged files
         which = steps[-1] if step is None else step
         raise ExportError(
-            f"{path}: cannot restore step {which} from {ckpt_dir}, is it damaged? ({_reason(e)})"
+            f"{path}: cannot restore step {which} from {ckpt_dir}, is it damaged? ({error_line(e)})"
         ) from None
     use_ema = state.ema is not None and not raw_weights
     params = state.ema if use_ema else state.params

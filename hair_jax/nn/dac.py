@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hair_jax import layers
+from hair_jax.nn import layers
 
 
 class GroupNorm(nnx.Module):

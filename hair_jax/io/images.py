@@ -1,4 +1,4 @@
-"""Reading and writing the image files `hair_jax.restore` works on.
+"""Image files: those `hair_jax.restore` reads and writes, and evaluation PNGs.
 
 PNG, JPEG, BMP, TIFF and WebP, as Pillow reads them, with what a restoration
 tool must not lose:
@@ -16,6 +16,7 @@ tool must not lose:
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 
 import numpy as np
@@ -23,6 +24,8 @@ import PIL.Image
 import PIL.ImageOps
 import png
 import tifffile
+
+from hair_jax.io.files import write_atomic
 
 EXTENSIONS = {
     ".png": "PNG",
@@ -243,3 +246,12 @@ def write_image(path: str, restored: np.ndarray, like: Picture, fmt: str) -> Non
     if like.icc_profile and fmt in _ICC_FORMATS:
         options["icc_profile"] = like.icc_profile
     im.save(path, format=fmt, **options)
+
+
+def save_png(path: str, image) -> None:
+    """Writes a float [H, W, 3] image in [0, 1] as an 8-bit PNG, atomically."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pixels = np.round(np.clip(np.asarray(image, np.float32), 0, 1) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(pixels).save(buffer, format="PNG")
+    write_atomic(path, buffer.getvalue())

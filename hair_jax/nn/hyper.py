@@ -24,13 +24,13 @@ whose norms, attention and GELU are not linear); tests check this.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hair_jax import stages
+from hair_jax.nn import stages
 
 Filter = nnx.filterlib.Filter
 

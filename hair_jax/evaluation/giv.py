@@ -29,9 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hair_jax import inference, metrics, models
+from hair_jax import inference
 from hair_jax.data import config as data_config
-from hair_jax.data import degrade
+from hair_jax.data import degrade, synthetic
+from hair_jax.evaluation import metrics
+from hair_jax.evaluation.protocol import select_test_sets
+from hair_jax.io.files import write_atomic
+from hair_jax.nn import models
 
 # Degradation type of each task name (the colours of the plots).
 KINDS = {
@@ -75,8 +79,6 @@ def synthetic_probes(
     Noise uses the task's sigma; rain, haze, blur and low light draw their
     strength at random as the synthetic training set does. Deterministic.
     """
-    from hair_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-
     tasks = data_config.TASKS if five_task else data_config.THREE_TASKS
     photos = [synthetic.load_photo(name) for name in synthetic.TEST_IMAGES]
     probes = []
@@ -116,13 +118,11 @@ def probes_for(
 
     Without `data_dir`, `synthetic_probes` (the five-task ones for setting
     '5d'); with it, the images of the real test sets that
-    `evaluate.select_test_sets` picks, at most `max_images` per set.
+    `protocol.select_test_sets` picks, at most `max_images` per set.
     """
     if data_dir is None:
         return synthetic_probes(per_task, five_task=setting == "5d")
-    from hair_jax import evaluate  # pylint: disable=g-import-not-at-top
-
-    _, sets = evaluate.select_test_sets(
+    _, sets = select_test_sets(
         data_dir=data_dir, setting=setting, names=test_sets, log=lambda _: None
     )
     return probes_from_test_sets(sets, max_images)
@@ -228,6 +228,7 @@ def pca(x: np.ndarray, dims: int = 2) -> tuple[np.ndarray, np.ndarray]:
 def tsne(x: np.ndarray, seed: int = 0) -> np.ndarray | None:
     """2-D t-SNE of `x` with scikit-learn, or None when it is not installed."""
     try:
+        # Optional (the `notebook` extra): PCA alone needs nothing more.
         from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top
     except ImportError:
         return None
@@ -247,6 +248,7 @@ def plot_givs(gmap: GivMap, *, title: str = "", use_tsne: bool = True):
 
     Returns a `matplotlib.figure.Figure` (no pyplot state is touched).
     """
+    # matplotlib takes a second to import; only the plots need it.
     from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
     projections = [("PCA", *pca(gmap.givs))]
@@ -299,6 +301,7 @@ def plot_selectors(gmap: GivMap):
     scale (an untrained HSN's weights are all close to 1 / boxes). Returns a
     matplotlib Figure.
     """
+    # matplotlib takes a second to import; only the plots need it.
     from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
     tasks = sorted(set(gmap.tasks), key=lambda t: (list(KINDS).index(t) if t in KINDS else 99, t))
@@ -323,8 +326,6 @@ def plot_selectors(gmap: GivMap):
 
 def save_figure(fig, path: str, dpi: int = 110) -> None:
     """Writes `fig` as PNG to `path` under a temporary name, then renames."""
-    from hair_jax.evaluate import write_atomic  # pylint: disable=g-import-not-at-top
-
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)

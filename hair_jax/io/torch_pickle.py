@@ -75,7 +75,7 @@ class _Placeholder:
         self.state: Any = None
         self.items: list[Any] = []
 
-    def __call__(self, *args: Any, **kwargs: Any) -> "_Placeholder":
+    def __call__(self, *args: Any, **kwargs: Any) -> _Placeholder:
         # A pickle may call the result of a call (e.g. a getattr chain).
         return type(self)(*args, **kwargs)
 

@@ -20,7 +20,8 @@ Both give the same values and gradients as the plain loop (tests check it).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

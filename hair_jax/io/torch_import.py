@@ -1,0 +1,182 @@
+"""Import the authors' PyTorch HAIR/Restormer weights into hair-jax.
+
+`load_torch_checkpoint(path)` reads a checkpoint without torch (see
+`hair_jax.io.torch_pickle`), infers the architecture from tensor shapes and
+returns an eval-ready model. `python -m hair_jax.convert` writes it as a
+model export.
+
+Layouts: PyTorch convs are OIHW, ours HWIO; Linear weights are [out, in],
+ours [in, out]; each level's flat `kernel_box` [num_box, sum of sizes] is
+split into the six per-conv banks in the reference's order.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+from flax import nnx
+
+from hair_jax.io.torch_pickle import CheckpointError, load_state_dict
+from hair_jax.nn import models
+
+# The reference flattens a block's six generated convs in this order.
+BANK_ORDER = (
+    "attn.qkv",
+    "attn.qkv_dwconv",
+    "attn.project_out",
+    "ffn.project_in",
+    "ffn.dwconv",
+    "ffn.project_out",
+)
+
+# (torch pattern, our replacement), applied in order to each torch key.
+_RENAMES = [
+    (r"^patch_embed\.proj\.", "encoder.patch_embed."),
+    (r"^encoder_level(\d)\.", lambda m: f"encoder.levels.{int(m[1]) - 1}."),
+    (r"^down(\d)_\d\.body\.0\.", lambda m: f"encoder.downs.{int(m[1]) - 1}.conv."),
+    (r"^(up\d_\d)\.body\.0\.", r"\1.conv."),
+    (r"^(\w+)\.blocks\.(\d+)\.", r"\1.blocks.\2.static."),
+    (
+        r"^(\w+)\.extracts\.(\d+)\.net\.(\d+)\.",
+        lambda m: f"{m[1]}.hsns.{m[2]}.layers.{int(m[3]) // 2}.",
+    ),
+    (r"^feature\.down\.(\d+)\.block\.", r"dac.stages.\1."),
+    (r"^feature\.down\.(\d+)\.downsample\.", r"dac.downsamples.\1."),
+    (r"^feature\.mid\.(block_1|attn_1|block_2)\.", r"dac.mid_\1."),
+    (r"^feature\.", "dac."),
+    (r"\.body\.(weight|bias)$", r".\1"),
+    (r"(norm\w*)\.weight$", r"\1.scale"),
+    (r"\.weight$", ".kernel"),
+]
+
+
+def our_name(torch_key: str) -> str:
+    """Maps a reference state_dict key to our flat parameter path."""
+    name = torch_key
+    for pattern, repl in _RENAMES:
+        name = re.sub(pattern, repl, name)
+    return name
+
+
+def _to_ours(torch_key: str, value: np.ndarray) -> np.ndarray:
+    if value.ndim == 4:  # conv OIHW -> HWIO
+        return value.transpose(2, 3, 1, 0)
+    if value.ndim == 2:  # Linear [out, in] -> [in, out]
+        return value.T
+    if torch_key.endswith("temperature"):  # [heads, 1, 1] -> [heads]
+        return value.reshape(-1)
+    return value
+
+
+def _count(sd, pattern: str) -> int:
+    idx = {int(m[1]) for k in sd if (m := re.match(pattern, k))}
+    return max(idx) + 1 if idx else 0
+
+
+def infer_config(sd: dict[str, np.ndarray]) -> models.ModelConfig:
+    """Reads the architecture off tensor names and shapes."""
+    if "patch_embed.proj.weight" not in sd:
+        raise CheckpointError("not a HAIR/Restormer state_dict: no 'patch_embed.proj.weight'")
+    dim = sd["patch_embed.proj.weight"].shape[0]
+    res_hair = "latent.kernel_box" in sd
+    blk = (lambda lvl: f"{lvl}.blocks.0.") if res_hair else (lambda lvl: f"{lvl}.0.")
+    count = lambda lvl: _count(sd, rf"^{lvl}\.(?:blocks\.)?(\d+)\.")
+    num_blocks = tuple(count(f"encoder_level{i}") for i in (1, 2, 3)) + (count("latent"),)
+    heads = tuple(sd[f"encoder_level{i}.0.attn.temperature"].shape[0] for i in (1, 2, 3))
+    heads += (sd[blk("latent") + "attn.temperature"].shape[0],)
+    hidden = sd["encoder_level1.0.ffn.project_out.weight"].shape[1]
+    kw = dict(
+        arch="res_hair" if res_hair else "restormer",
+        dim=dim,
+        num_blocks=num_blocks,
+        num_refinement_blocks=count("refinement"),
+        heads=heads,
+        ffn_expansion_factor=_ffn_factor(dim, hidden),
+        bias="encoder_level1.0.attn.qkv.bias" in sd,
+        layer_norm="WithBias" if "encoder_level1.0.norm1.body.bias" in sd else "BiasFree",
+    )
+    if res_hair:
+        kw["num_box"] = tuple(sd[f"{lvl}.kernel_box"].shape[0] for lvl in models.HYPER_LEVELS)
+        kw["dac_channels"] = sd["feature.conv_in.weight"].shape[0]
+        kw["hsn_depth"] = _count(sd, r"^latent\.extracts\.0\.net\.(\d+)\.weight") // 2
+    return models.ModelConfig(**kw)
+
+
+def _ffn_factor(dim: int, hidden: int) -> float:
+    # int(dim * f) must give the stored width; prefer Restormer's 2.66.
+    for f in (2.66, hidden / dim):
+        if int(dim * f) == hidden:
+            return f
+    return hidden / dim
+
+
+def _split_bank(level: str, box: np.ndarray, model) -> dict[str, np.ndarray]:
+    """[num_box, total] -> {our path: [num_box, H, W, I, O]} in BANK_ORDER."""
+    bank = getattr(model, level).bank.weights
+    shapes = [bank[m][a]["kernel"].shape[1:] for m, a in (c.split(".") for c in BANK_ORDER)]
+    sizes = [math.prod(s) for s in shapes]
+    if box.ndim != 2 or box.shape[1] != sum(sizes):
+        raise CheckpointError(
+            f"{level}.kernel_box has {box.shape[-1]} weights per box, expected {sum(sizes)}"
+        )
+    out, start = {}, 0
+    for conv, (kh, kw, i, o), size in zip(BANK_ORDER, shapes, sizes):
+        oihw = box[:, start : start + size].reshape(box.shape[0], o, i, kh, kw)
+        out[f"{level}.bank.weights.{conv}.kernel"] = oihw.transpose(0, 3, 4, 2, 1)
+        start += size
+    return out
+
+
+def state_dict_to_model(sd: dict[str, np.ndarray], cfg: models.ModelConfig | None = None):
+    """Builds a model from a reference state_dict (PyTorch names and layouts)."""
+    cfg = cfg or infer_config(sd)
+    abstract = models.abstract_model(cfg)
+    graphdef, state = nnx.split(abstract)
+    targets = {".".join(map(str, k)): v for k, v in nnx.to_flat_state(state)}
+    values = {}
+    for key, value in sd.items():
+        if key.endswith("kernel_box"):
+            values.update(_split_bank(key.rsplit(".", 1)[0], value, abstract))
+        else:
+            values[our_name(key)] = _to_ours(key, value)
+    unexpected = sorted(set(values) - set(targets))
+    if unexpected:
+        raise CheckpointError(
+            f"unexpected tensor for this architecture: {unexpected[0]} ({len(unexpected)} in all)"
+        )
+    missing = sorted(set(targets) - set(values))
+    if missing:
+        raise CheckpointError(f"missing tensor: {missing[0]} ({len(missing)} in all)")
+    for name, target in targets.items():
+        if values[name].shape != target.shape:
+            raise CheckpointError(
+                f"{name}: shape {values[name].shape} does not match the "
+                f"architecture's {target.shape}"
+            )
+    flat = [
+        (k, v.replace(np.asarray(values[".".join(map(str, k))], target_dtype(v))))
+        for k, v in nnx.to_flat_state(state)
+    ]
+    return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+def target_dtype(variable):
+    return variable.get_value().dtype
+
+
+def load_torch_checkpoint(path) -> nnx.Module:
+    """Reads a PyTorch (Lightning) HAIR or Restormer checkpoint without torch.
+
+    Raises:
+      CheckpointError: unreadable file, unsafe or foreign content, or tensors
+        that do not fit a HAIR/Restormer architecture (the message names them).
+    """
+    sd = load_state_dict(path)
+    try:
+        return state_dict_to_model(sd)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    except (KeyError, ValueError, IndexError) as e:
+        raise CheckpointError(f"{path}: not a HAIR/Restormer state_dict ({e})") from None
