@@ -55,7 +55,8 @@ _SYNTHETIC_TESTS = {
     **{f"synthetic_{t}": ("synthetic", f"test_{t}", t) for t in TASKS[3:]},
 }
 _LARGE_TESTS = {
-    n: (d.replace("synthetic", "synthetic_large"), s, t) for n, (d, s, t) in _SYNTHETIC_TESTS.items()
+    n: (d.replace("synthetic", "synthetic_large"), s, t)
+    for n, (d, s, t) in _SYNTHETIC_TESTS.items()
 }
 TEST_SETS = {
     "all_in_one_3d": _REAL_TESTS,

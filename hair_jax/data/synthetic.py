@@ -78,7 +78,10 @@ LARGE_TEST_IMAGES = ("astronaut", "coffee", "flower", "camera")
 LARGE_TRAIN_IMAGES = tuple(n for n in PHOTO_SOURCES if n not in LARGE_TEST_IMAGES)
 LARGE_TEST_CROPS = 6  # per test photo: 4 photos x 6 = 24 images per test set
 LARGE_TEST_CROP = 128
-DATASETS = {False: ("synthetic_clean", "synthetic"), True: ("synthetic_large_clean", "synthetic_large")}
+DATASETS = {
+    False: ("synthetic_clean", "synthetic"),
+    True: ("synthetic_large_clean", "synthetic_large"),
+}
 
 
 def _bundled(name: str) -> np.ndarray:
