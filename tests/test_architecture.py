@@ -18,6 +18,7 @@ LAZY_IMPORTS = {
     # scikit-image, only when the synthetic set is asked for.
     ("hair_jax/data/prepare.py", "from hair_jax.data import synthetic"),
     ("hair_jax/evaluation/giv.py", "from matplotlib.figure import Figure"),  # only the plots
+    ("hair_jax/experiments/ablation.py", "from matplotlib.figure import Figure"),
     ("hair_jax/evaluation/giv.py", "from sklearn.manifold import TSNE"),  # optional (t-SNE)
     ("hair_jax/restore.py", "from hair_jax import loading"),  # after the flags are checked
 }

@@ -34,6 +34,7 @@ PROGRAMS = {
     "hair-restore": "hair_jax/restore.py",
     "python -m hair_jax.convert": "hair_jax/convert.py",
     "python -m hair_jax.data.prepare": "hair_jax/data/prepare.py",
+    "python -m hair_jax.experiments.ablation": "hair_jax/experiments/ablation.py",
     "python benchmarks/bench_model.py": "benchmarks/bench_model.py",
     "python benchmarks/profile_block.py": "benchmarks/profile_block.py",
 }

@@ -155,6 +155,16 @@ class HairSynthetic(_HairBuilder):
     """Bundled photos with synthetic rain, haze, blur and low light."""
 
 
+class HairSyntheticLargeClean(_HairBuilder):
+    """All bundled photos, 24 test crops; for studies (synthetic.py)."""
+
+    PAIRED = False
+
+
+class HairSyntheticLarge(_HairBuilder):
+    """The large flavour's rain, haze, blur and low-light pairs."""
+
+
 BUILDERS = {
     "denoise_clean": HairDenoiseClean,
     "bsd68": HairBsd68,
@@ -165,6 +175,8 @@ BUILDERS = {
     "lol": HairLol,
     "synthetic_clean": HairSyntheticClean,
     "synthetic": HairSynthetic,
+    "synthetic_large_clean": HairSyntheticLargeClean,
+    "synthetic_large": HairSyntheticLarge,
 }
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from absl import flags
 
 from hair_jax.data import builders, synthetic
-from hair_jax.data.config import TASKS, TRAIN_SOURCES, tasks_of, test_sets_of
+from hair_jax.data.config import SYNTHETIC_NAMES, TASKS, TRAIN_SOURCES, tasks_of, test_sets_of
 from hair_jax.data.degrade import (
     NOISE_SIGMAS,
     add_gaussian_noise,
@@ -284,7 +284,7 @@ def make_train_loader(
 ) -> TrainLoader:
     """The training stream of `data_cfg` for this process (see module docstring).
 
-    With name 'synthetic' the synthetic datasets are built first if missing.
+    With a synthetic name the synthetic datasets are built first if missing.
 
     Raises:
       ValueError: global_batch_size is not divisible by process_count.
@@ -303,8 +303,8 @@ def make_train_loader(
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} not in [0, {process_count})")
     tasks = tasks_of(data_cfg)
-    if data_cfg.name == "synthetic":
-        synthetic.ensure_built(data_cfg.data_dir)
+    if data_cfg.name in SYNTHETIC_NAMES:
+        synthetic.ensure_built(data_cfg.data_dir, large=data_cfg.name == "synthetic_large")
     sources = TRAIN_SOURCES[data_cfg.name]
     sizes = {}
     for task in tasks:
@@ -394,11 +394,11 @@ def load_test_sets(data_cfg) -> dict[str, TestSet]:
 
     Names: 'sots', 'rain100l', 'bsd68_<sigma>', 'urban100_<sigma>', 'gopro',
     'lol'; with name 'synthetic', 'synthetic_<task>' (2 images of 192x192 each,
-    built first if missing). Sets that are not built are left out (the caller
+    built first if missing; 'synthetic_large': 24 of 128x128). Sets that are not built are left out (the caller
     says so: `test_sets_of(data_cfg)` names them all).
     """
-    if data_cfg.name == "synthetic":
-        synthetic.ensure_built(data_cfg.data_dir)
+    if data_cfg.name in SYNTHETIC_NAMES:
+        synthetic.ensure_built(data_cfg.data_dir, large=data_cfg.name == "synthetic_large")
     sets = {}
     for set_name, (dataset, split, task) in test_sets_of(data_cfg).items():
         if split in builders.splits(data_cfg.data_dir, dataset):

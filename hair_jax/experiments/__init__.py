@@ -1,0 +1,1 @@
+"""Studies built on the library: each module is a command (`python -m ...`)."""
