@@ -69,17 +69,6 @@ def test_synthetic_large_holds_every_photo_and_24_test_images_per_set(data_dir):
     }
 
 
-def test_selector_entropy_hand_worked():
-    selectors = {
-        # uniform over 4 boxes: 1; one-hot: 0; half/half over 4: log 2 / log 4 = 0.5
-        "a": np.array([[[0.25] * 4, [1, 0, 0, 0], [0.5, 0.5, 0, 0]]]),
-        "b": np.array([[[0.5, 0.5]]]),  # uniform over 2 boxes: 1
-        "c": np.ones((3, 3, 1)),  # one box: no choice, left out
-    }
-    assert ablation.selector_entropy(selectors) == pytest.approx((1 + 0 + 0.5 + 1) / 4)
-    assert ablation.selector_entropy({"c": np.ones((1, 2, 1))}) is None
-
-
 def test_arms_are_configs_of_the_training_code():
     wide_dim, wide_params, hair_params = ablation.matched_width(TINY)
     assert wide_dim % 2 == 0 and wide_dim > TINY.dim
@@ -182,7 +171,7 @@ def test_giv_swap_feeds_another_degradations_giv():
     probes = giv.probes_from_test_sets(sets)
     measures = ablation.giv_measures(predictor, probes, batch_size=4)
     givs = model.giv(jnp.asarray(np.stack([p.image for p in probes])))
-    expected = ablation.selector_entropy(jax_tree_numpy(model.selectors(givs)))
+    expected = giv.selector_entropy(jax_tree_numpy(model.selectors(givs)))
     assert measures["entropy"] == pytest.approx(expected, abs=1e-5)
     assert measures["separation"]["num_images"] == 6 and measures["separation"]["chance"] == 1 / 3
     with pytest.raises(ValueError, match="no test set of another degradation than 'derain'"):

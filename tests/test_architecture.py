@@ -17,6 +17,10 @@ LAZY_IMPORTS = {
     ("hair_jax/data/pipeline.py", "import jax"),
     # scikit-image, only when the synthetic set is asked for.
     ("hair_jax/data/prepare.py", "from hair_jax.data import synthetic"),
+    # Photos of synthetic_large that other wheels bundle (scikit-learn is optional).
+    ("hair_jax/data/synthetic.py", "from matplotlib import cbook"),
+    ("hair_jax/data/synthetic.py", "from sklearn.datasets import load_sample_image"),
+    ("hair_jax/evaluation/giv.py", "from matplotlib.colors import TwoSlopeNorm"),  # the plots
     ("hair_jax/evaluation/giv.py", "from matplotlib.figure import Figure"),  # only the plots
     ("hair_jax/experiments/ablation.py", "from matplotlib.figure import Figure"),
     ("hair_jax/evaluation/giv.py", "from sklearn.manifold import TSNE"),  # optional (t-SNE)

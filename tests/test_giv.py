@@ -101,8 +101,24 @@ def test_plots_are_written_as_png(tiny, tmp_path):
     assert [ax.get_title(loc="left").split(":")[0] for ax in sel.axes[:5]] == list(
         models.HYPER_LEVELS
     )
+    for ax in sel.axes[:5]:  # one scale for every level, white at the uniform weight
+        boxes = int(ax.get_title(loc="left").split(" x ")[1].split()[0])
+        norm = ax.images[0].norm
+        assert (norm.vmin, norm.vcenter, norm.vmax) == (0.0, 1 / boxes, 1.0)
+        assert "entropy" in ax.get_title(loc="left")
     giv.save_figure(sel, str(tmp_path / "sel.png"))
     for name in ("giv.png", "sel.png"):
         with PIL.Image.open(tmp_path / name) as im:
             assert im.format == "PNG" and im.width > 500
     assert sorted(p.name for p in tmp_path.iterdir()) == ["giv.png", "sel.png"]
+
+
+def test_selector_entropy_hand_worked():
+    selectors = {
+        # uniform over 4 boxes: 1; one-hot: 0; half/half over 4: log 2 / log 4 = 0.5
+        "a": np.array([[[0.25] * 4, [1, 0, 0, 0], [0.5, 0.5, 0, 0]]]),
+        "b": np.array([[[0.5, 0.5]]]),  # uniform over 2 boxes: 1
+        "c": np.ones((3, 3, 1)),  # one box: no choice, left out
+    }
+    assert giv.selector_entropy(selectors) == pytest.approx((1 + 0 + 0.5 + 1) / 4)
+    assert giv.selector_entropy({"c": np.ones((1, 2, 1))}) is None

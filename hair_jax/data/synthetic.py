@@ -97,6 +97,7 @@ def _bundled(name: str) -> np.ndarray:
             ) from None
         return load_sample_image(f"{name}.jpg")
     if wheel == "matplotlib":
+        # matplotlib takes a second to import; only this photo needs it.
         from matplotlib import cbook  # pylint: disable=g-import-not-at-top
 
         return np.asarray(PIL.Image.open(cbook.get_sample_data(f"{name}.jpg", asfileobj=False)))

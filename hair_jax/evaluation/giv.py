@@ -294,14 +294,19 @@ def plot_givs(gmap: GivMap, *, title: str = "", use_tsne: bool = True):
 
 
 def plot_selectors(gmap: GivMap):
-    """Per hyper level, the mean selector weights of each task's images.
+    """Per hyper level, the mean selector weights of each task's images, against uniform.
 
     Rows are tasks; columns are the boxes of the level's bank, grouped by
-    block (every block has its own HSN). Each level has its own colour
-    scale (an untrained HSN's weights are all close to 1 / boxes). Returns a
-    matplotlib Figure.
+    block (every block has its own HSN). The colour scale is the same for
+    every level and centred on the uniform weight 1 / boxes (white): red
+    boxes are chosen more than uniform, blue ones less, up to 1 and 0. So a
+    selector that does not choose looks white, however small its spread;
+    each title gives the largest deviation from uniform and the mean
+    normalised entropy (`selector_entropy`: 1 = uniform, 0 = one box).
+    Returns a matplotlib Figure.
     """
     # matplotlib takes a second to import; only the plots need it.
+    from matplotlib.colors import TwoSlopeNorm  # pylint: disable=g-import-not-at-top
     from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
     tasks = sorted(set(gmap.tasks), key=lambda t: (list(KINDS).index(t) if t in KINDS else 99, t))
@@ -313,14 +318,22 @@ def plot_selectors(gmap: GivMap):
         weights = gmap.selectors[level]  # [blocks, N, boxes]
         blocks, _, boxes = weights.shape
         mean = np.stack([weights[:, labels == t].mean(1).reshape(-1) for t in tasks])
-        image = ax.imshow(mean, aspect="auto", cmap="magma")
+        norm = TwoSlopeNorm(vcenter=1 / boxes, vmin=0.0, vmax=1.0) if boxes > 1 else None
+        image = ax.imshow(mean, aspect="auto", cmap="RdBu_r", norm=norm)
         ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
         ax.set_xticks([b * boxes + (boxes - 1) / 2 for b in range(blocks)])
         ax.set_xticklabels([f"block {b + 1}" for b in range(blocks)], fontsize=8)
         for b in range(1, blocks):
-            ax.axvline(b * boxes - 0.5, color="white", linewidth=2)
-        ax.set_title(f"{level}: {blocks} block(s) x {boxes} boxes", fontsize=10, loc="left")
-        fig.colorbar(image, ax=ax, label="mean weight", pad=0.01)
+            ax.axvline(b * boxes - 0.5, color="black", linewidth=1)
+        entropy = selector_entropy({level: weights})
+        spread = np.abs(weights - 1 / boxes).max()
+        detail = (
+            ""
+            if entropy is None
+            else f"; max |w - 1/{boxes}| = {spread:.3f}, entropy {entropy:.3f}"
+        )
+        ax.set_title(f"{level}: {blocks} block(s) x {boxes} boxes{detail}", fontsize=10, loc="left")
+        fig.colorbar(image, ax=ax, label=f"mean weight (white: uniform 1/{boxes})", pad=0.01)
     return fig
 
 
@@ -330,6 +343,27 @@ def save_figure(fig, path: str, dpi: int = 110) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     write_atomic(path, buffer.getvalue())
+
+
+def selector_entropy(selectors) -> float | None:
+    """Mean normalised entropy of the HSN softmaxes, over blocks, images and levels.
+
+    Each softmax p over B boxes gives -sum(p log p) / log B: 1 for uniform
+    weights (no choice), 0 for a one-hot choice. Levels of one box have no
+    choice and are left out; None if no level has more than one box.
+
+    Args:
+      selectors: level -> [num_blocks, N, num_box] (`ResHAIR.selectors`, `GivMap.selectors`).
+    """
+    values = []
+    for weights in selectors.values():
+        weights = np.asarray(weights, np.float64)
+        boxes = weights.shape[-1]
+        if boxes < 2:
+            continue
+        logs = np.log(np.where(weights > 0, weights, 1.0))  # 0 log 0 = 0
+        values.append((-(weights * logs).sum(-1) / np.log(boxes)).reshape(-1))
+    return float(np.mean(np.concatenate(values))) if values else None
 
 
 def separation(gmap: GivMap) -> dict[str, float]:

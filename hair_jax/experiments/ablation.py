@@ -233,27 +233,6 @@ def run_config(preset: Preset, setting: str, model_cfg, seed: int, data_dir: str
 # ---------------------------------------------------------------------------
 # Measures
 # ---------------------------------------------------------------------------
-def selector_entropy(selectors) -> float | None:
-    """Mean normalised entropy of the HSN softmaxes, over blocks, images and levels.
-
-    Each softmax p over B boxes gives -sum(p log p) / log B: 1 for uniform
-    weights (no choice), 0 for a one-hot choice. Levels of one box have no
-    choice and are left out; None if no level has more than one box.
-
-    Args:
-      selectors: level -> [num_blocks, N, num_box] (`ResHAIR.selectors`).
-    """
-    values = []
-    for weights in selectors.values():
-        weights = np.asarray(weights, np.float64)
-        boxes = weights.shape[-1]
-        if boxes < 2:
-            continue
-        logs = np.log(np.where(weights > 0, weights, 1.0))  # 0 log 0 = 0
-        values.append((-(weights * logs).sum(-1) / np.log(boxes)).reshape(-1))
-    return float(np.mean(np.concatenate(values))) if values else None
-
-
 def _kind(task: str) -> str:
     return giv.KINDS.get(task, task)
 
@@ -329,7 +308,7 @@ def giv_measures(predictor, probes, batch_size: int = 8) -> dict:
         strengths=np.array([p.strength for p in probes], np.float32),
         selectors={k: np.asarray(v) for k, v in selectors.items()},
     )
-    return {"separation": giv.separation(gmap), "entropy": selector_entropy(gmap.selectors)}
+    return {"separation": giv.separation(gmap), "entropy": giv.selector_entropy(gmap.selectors)}
 
 
 def evaluate_point(predictor, test_sets, probes, max_images) -> dict:
