@@ -52,8 +52,9 @@ _MAX_ELEMENTS = 2**31
 MAX_PICKLE_BYTES = 4 * 2**20
 
 # A pickle names few globals (a Lightning checkpoint: tens); each distinct
-# one costs a class object, and memoised strings combine quadratically.
-_MAX_GLOBALS = 4096
+# one costs a class object (under 4 KiB), and memoised strings combine
+# quadratically, so a few KiB of pickle could otherwise name millions.
+_MAX_GLOBALS = 1024
 
 # Storage records are inflated this much at a time into their buffer.
 _CHUNK = 2**20
