@@ -11,7 +11,7 @@ a hang (an alarm fails the example) or memory beyond the reader's bound
 
 The seed is fixed and the count small for CI; a longer run:
 
-    HAIR_FUZZ_EXAMPLES=20000 python -m pytest -q -n 0 tests/test_fuzz_checkpoints.py
+    HAIR_FUZZ_EXAMPLES=3000 python -m pytest -q -n 0 tests/test_fuzz_checkpoints.py
 """
 
 from __future__ import annotations
