@@ -21,14 +21,19 @@ its train state; the commands (eval.py, hair-restore) use it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import ml_collections
 from flax import nnx
 
 from hair_jax.io.files import error_line
-from hair_jax.io.model_export import CONFIG_FILE, PARAMS_DIR, ExportError, load_checkpoint
+from hair_jax.io.model_export import (
+    CONFIG_FILE,
+    PARAMS_DIR,
+    ExportError,
+    load_checkpoint,
+    read_json,
+)
 from hair_jax.io.torch_import import load_torch_checkpoint
 from hair_jax.train import ConfigError, restore_train_state
 
@@ -114,12 +119,9 @@ def load_model(
 def _load_workdir(path: str, step: int | None, raw_weights: bool) -> LoadedModel:
     config_path = os.path.join(path, CONFIG_FILE)
     try:
-        with open(config_path) as f:
-            config = ml_collections.ConfigDict(json.load(f))
+        config = ml_collections.ConfigDict(read_json(config_path))
     except FileNotFoundError:
         raise ExportError(f"{config_path}: not found; the run's config is needed") from None
-    except json.JSONDecodeError as e:
-        raise ExportError(f"{config_path}: invalid JSON ({e})") from None
     ckpt_dir = os.path.join(path, "checkpoints")
     steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
     if not steps:

@@ -527,7 +527,7 @@ def _directory(tmp_path):
         (_truncated, "truncated or corrupt zip"),
         (_no_data_pkl, "data.pkl"),
         (_missing_storage, "missing record 'archive/data/2'"),
-        (_storage_too_small, "too few"),
+        (_storage_too_small, "16 elements, more than its storage '2' has (10)"),
         (_stride_out_of_bounds, "too few"),
         (_short_storage_record, "norm.bias"),
         (_crc_error, "CRC"),

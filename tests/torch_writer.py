@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,60 @@ def write_state_dict(path: Path, sd: dict, lightning: bool = True) -> Path:
         entries[("net." if lightning else "") + name] = tensor(str(i), value.shape)
     obj = {"state_dict": ordered_dict(entries), "epoch": 0} if lightning else ordered_dict(entries)
     return write_torch_zip(path, dumps(obj), storages)
+
+
+# --------------------------------------------------------------------------
+# Hand-made zip archives, for records zipfile would not write (bombs, lies).
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class RawRecord:
+    """A zip record as it goes into the file: name, payload and its claims."""
+
+    name: str
+    payload: bytes  # the bytes stored in the archive (compressed or not)
+    method: int = zipfile.ZIP_STORED
+    file_size: int | None = None  # declared inflated size; default: len(payload)
+    crc: int | None = None  # default: CRC of the payload
+
+
+def write_raw_zip(path: Path, records: list[RawRecord]) -> Path:
+    """Writes a zip (no zip64: sizes below 4 GiB) trusting each record's claims."""
+    out, central = bytearray(), bytearray()
+    for r in records:
+        name = r.name.encode()
+        size = len(r.payload) if r.file_size is None else r.file_size
+        crc = zlib.crc32(r.payload) if r.crc is None else r.crc
+        fields = struct.pack("<HHHHHIII", 20, 0, r.method, 0, 0, crc, len(r.payload), size)
+        offset = len(out)
+        out += b"PK\x03\x04" + fields + struct.pack("<HH", len(name), 0) + name + r.payload
+        central += (
+            b"PK\x01\x02"
+            + struct.pack("<H", 20)
+            + fields
+            + struct.pack("<HHHHHII", len(name), 0, 0, 0, 0, 0, offset)
+            + name
+        )
+    end = struct.pack(
+        "<IHHHHIIH", 0x06054B50, 0, 0, len(records), len(records), len(central), len(out), 0
+    )
+    path.write_bytes(bytes(out + central + end))
+    return path
+
+
+def zeros_deflated(mib: int) -> bytes:
+    """A raw deflate stream that inflates to `mib` MiB of zeros, built in a blink.
+
+    After a full flush deflate forgets its history, so compressing the same
+    MiB again gives the same bytes: the stream is one compressed MiB repeated.
+    """
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = c.compress(bytes(2**20)) + c.flush(zlib.Z_FULL_FLUSH)
+    return block * mib + zlib.compressobj(9, zlib.DEFLATED, -15).flush()
+
+
+def records_of(path: Path) -> list[RawRecord]:
+    """The records of a zip file (stored ones as they are), for rewriting."""
+    with zipfile.ZipFile(path) as zf:
+        return [RawRecord(i.filename, zf.read(i)) for i in zf.infolist()]

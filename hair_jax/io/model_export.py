@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 
+import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -25,6 +26,8 @@ from hair_jax.nn import models
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
+# A model or run config is a few KiB; a bigger file is not one, and is not read.
+MAX_CONFIG_BYTES = 2**20
 
 
 class ExportError(ValueError):
@@ -53,15 +56,77 @@ def save_model(model: nnx.Module, directory: str | os.PathLike) -> None:
         raise
 
 
+def read_json(path: str) -> dict:
+    """The JSON object in `path` (at most MAX_CONFIG_BYTES); ExportError naming it otherwise."""
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_CONFIG_BYTES:
+            raise ExportError(
+                f"{path}: {size} bytes, more than the {MAX_CONFIG_BYTES} bytes of a config"
+            )
+        with open(path, "rb") as f:
+            value = json.loads(f.read(MAX_CONFIG_BYTES + 1))
+    except (FileNotFoundError, ExportError):
+        raise
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: also bad JSON or UTF-8
+        raise ExportError(f"{path}: invalid model config ({error_line(e)})") from None
+    if not isinstance(value, dict):
+        raise ExportError(f"{path}: invalid model config (not a JSON object)")
+    return value
+
+
+def _check_types(d: dict) -> None:
+    """Each field of a model config must have its default's type (ValueError otherwise)."""
+    default = models.ModelConfig()
+    for name, value in d.items():
+        if not hasattr(default, name):
+            continue  # from_dict names the unknown fields
+        want = getattr(default, name)
+        if isinstance(want, bool) or name in ("bias", "scan_blocks"):
+            ok = isinstance(value, bool)
+            kind = "true or false"
+        elif isinstance(want, int) or name == "dac_channels":
+            ok = (value is None and want is None) or (
+                isinstance(value, int) and not isinstance(value, bool) and value > 0
+            )
+            kind = "an integer > 0"
+        elif isinstance(want, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+            kind = "a number > 0"
+        elif isinstance(want, str):
+            ok = isinstance(value, str)
+            kind = "a string"
+        else:  # tuples of ints (num_box may be null)
+            ok = (value is None and name == "num_box") or (
+                isinstance(value, list)
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+            )
+            kind = "a list of integers > 0"
+        if not ok:
+            raise ValueError(f"{name} must be {kind}, got {json.dumps(value)[:40]}")
+
+
 def load_config(directory: str | os.PathLike) -> models.ModelConfig:
+    """The model config of an export; ExportError naming config.json if it is bad."""
     path = os.path.join(os.fspath(directory), CONFIG_FILE)
     try:
-        with open(path) as f:
-            return models.ModelConfig.from_dict(json.load(f))
+        d = read_json(path)
     except FileNotFoundError:
         raise ExportError(f"{path}: not found; is {directory} a hair-jax model export?") from None
-    except (json.JSONDecodeError, TypeError, ValueError) as e:
+    try:
+        _check_types(d)
+        return models.ModelConfig.from_dict(d)
+    except (TypeError, ValueError) as e:
         raise ExportError(f"{path}: invalid model config ({e})") from None
+
+
+def _shapes(tree) -> dict[str, tuple]:
+    """Leaf path -> shape, with keys as strings (orbax stores list indices as strings)."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {
+        "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in p): tuple(v.shape)
+        for p, v in leaves
+    }
 
 
 def load_checkpoint(directory: str | os.PathLike) -> nnx.Module:
@@ -76,7 +141,22 @@ def load_checkpoint(directory: str | os.PathLike) -> nnx.Module:
         raise ExportError(f"{path}: parameters not found")
     try:
         with ocp.StandardCheckpointer() as ckptr:
+            stored = ckptr.metadata(path)
+            stored = _shapes(getattr(stored, "item_metadata", stored))
+            # Compared before restoring, so memory never exceeds what params/
+            # declares, whatever config.json claims.
+            wanted = _shapes(target)
+            if not stored:  # orbax logs a damaged _METADATA and returns nothing
+                raise ExportError(f"{path}: cannot read the parameters (no readable metadata)")
+            if stored != wanted:
+                diff = sorted(set(stored.items()) ^ set(wanted.items()))[0][0]
+                raise ExportError(
+                    f"{path}: does not hold the model {CONFIG_FILE} describes (first "
+                    f"difference at {diff}: stored {stored.get(diff)}, expected {wanted.get(diff)})"
+                )
             params = ckptr.restore(path, target)
+    except ExportError:
+        raise
     except Exception as e:  # noqa: BLE001 - orbax raises plain Exception for damaged files
         raise ExportError(f"{path}: cannot read the parameters ({error_line(e)})") from None
     nnx.replace_by_pure_dict(state, params)

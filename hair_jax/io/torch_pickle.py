@@ -15,7 +15,16 @@ dtypes, ``collections.OrderedDict``). Every other global becomes an inert
 placeholder, so a PyTorch Lightning checkpoint whose optimizer state,
 callbacks or hyper-parameters name arbitrary classes still yields its weights.
 
-Public API: :class:`CheckpointError` and :func:`load_state_dict`.
+Hostile files: every size is checked before memory is spent on it.
+A storage record must declare exactly the bytes its storage needs (numel x
+item size) and is read in chunks into a buffer of that size, so a record
+that inflates further (a deflate bomb) is refused before it is inflated;
+``data.pkl`` may not declare more than ``MAX_PICKLE_BYTES``; the zip
+methods are those torch and ``zip`` write (stored, deflated). The bound is
+stated in :func:`load_state_dict`.
+
+Public API: :class:`CheckpointError`, :func:`load_state_dict` and
+``MAX_PICKLE_BYTES``.
 """
 
 from __future__ import annotations
@@ -31,11 +40,24 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CheckpointError", "load_state_dict"]
+__all__ = ["CheckpointError", "MAX_PICKLE_BYTES", "load_state_dict"]
 
-# A crafted tensor with zero strides can address a huge shape over a tiny
-# storage; cap the element count so a bad file cannot exhaust memory.
+# A tensor view may not hold more elements than its storage (see
+# _StorageReader.tensor); this caps the storage too.
 _MAX_ELEMENTS = 2**31
+
+# data.pkl is unpickled whole, into objects a few hundred times its size at
+# worst (one empty set per opcode byte); the authors' checkpoints need a few
+# hundred KiB of it.
+MAX_PICKLE_BYTES = 4 * 2**20
+
+# A pickle names few globals (a Lightning checkpoint: tens); each distinct
+# one costs a class object (under 4 KiB), and memoised strings combine
+# quadratically, so a few KiB of pickle could otherwise name millions.
+_MAX_GLOBALS = 1024
+
+# Storage records are inflated this much at a time into their buffer.
+_CHUNK = 2**20
 
 # Prefixes added by wrappers around the real network: Lightning modules keep
 # the network as ``self.net`` and DataParallel as ``self.module``.
@@ -106,6 +128,25 @@ class _Frozen:
     def __setstate__(self, state: Any) -> None:
         # BUILD would otherwise overwrite attributes the loader relies on.
         raise pickle.UnpicklingError(f"BUILD applied to {self!r}")
+
+
+class _OrderedDict(collections.OrderedDict):
+    """``collections.OrderedDict`` as the pickle sees it.
+
+    torch pickles an OrderedDict as a call without arguments, then SETITEMS,
+    then BUILD with its ``_metadata`` attribute. A call with arguments (a
+    copy of another mapping) or BUILD would let a few pickle bytes copy a
+    large mapping again and again, so the first is refused and the second
+    dropped: the reader needs neither.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if args or kwargs:
+            raise pickle.UnpicklingError("OrderedDict called with arguments")
+        super().__init__()
+
+    def __setstate__(self, state: Any) -> None:
+        pass
 
 
 class _StorageType(_Frozen):
@@ -278,8 +319,14 @@ _FUNCTIONS = {
 }
 
 
-class _Unpickler(pickle.Unpickler):
-    """An unpickler that resolves globals only to inert stand-ins."""
+class _Unpickler(pickle._Unpickler):  # pylint: disable=protected-access
+    """An unpickler that resolves globals only to inert stand-ins.
+
+    Built on the pure-Python unpickler: the C one allocates what an opcode
+    declares before reading it (a memo index of 2**32, a BINBYTES8 length),
+    so six bytes could claim tens of GiB; here the memo is a dict and reads
+    return what the data holds.
+    """
 
     def __init__(self, file: Any) -> None:
         super().__init__(file)
@@ -292,13 +339,15 @@ class _Unpickler(pickle.Unpickler):
         if (module, name) in _FUNCTIONS:
             return _Function(f"{module}.{name}", _FUNCTIONS[(module, name)])
         if module == "collections" and name == "OrderedDict":
-            return collections.OrderedDict
+            return _OrderedDict
         if module == "torch" and name in _STORAGE_TYPES:
             return _STORAGE_TYPES[name]
         if module == "torch" and name in _TORCH_DTYPES:
             return _TorchDtype(name)
         qualname = f"{module}.{name}"
         if qualname not in self._placeholders:
+            if len(self._placeholders) >= _MAX_GLOBALS:
+                raise pickle.UnpicklingError(f"more than {_MAX_GLOBALS} distinct globals")
             self._placeholders[qualname] = type(
                 "Placeholder", (_Placeholder,), {"qualname": qualname}
             )
@@ -350,21 +399,69 @@ def _open_zip(path: str) -> zipfile.ZipFile:
     raise _error(path, "not a torch checkpoint (not a zip archive)")
 
 
-def _read_record(zf: zipfile.ZipFile, name: str, path: str, context: str = "") -> bytes:
-    """Reads one zip record, turning damage into CheckpointError.
+def _record_info(zf: zipfile.ZipFile, name: str, path: str, context: str = "") -> zipfile.ZipInfo:
+    """The zip entry ``name``, if it is one this reader will inflate."""
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise _error(path, f"{context}missing record {name!r}") from None
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        # bzip2 and lzma inflate a whole compressed chunk at once, unbounded.
+        raise _error(
+            path,
+            f"{context}record {name!r} uses zip compression method "
+            f"{info.compress_type}; only stored and deflated records are read",
+        )
+    return info
+
+
+def _read_record(zf: zipfile.ZipFile, name: str, path: str, limit: int, context: str = "") -> bytes:
+    """Reads a small zip record whose declared size is at most ``limit``.
 
     Args:
         zf: the open archive.
         name: the record's name in the archive.
         path: the checkpoint file, for messages.
-        context: prefix for messages, e.g. the tensor that needs the record.
+        limit: the most bytes the record may declare.
+        context: prefix for messages.
     """
+    info = _record_info(zf, name, path, context)
+    if info.file_size > limit:
+        raise _error(
+            path,
+            f"{context}record {name!r} declares {info.file_size} bytes, "
+            f"more than the {limit} this reader allows",
+        )
+    return bytes(_read_exactly(zf, info, path, context))
+
+
+def _read_exactly(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, context: str = ""
+) -> np.ndarray:
+    """Inflates ``info`` into a buffer of its declared size, chunk by chunk.
+
+    zipfile stops inflating at the declared size and checks the CRC there,
+    so a record that inflates further is cut off and then refused, and the
+    memory used is the buffer plus one chunk.
+    """
+    buf = np.empty(info.file_size, np.uint8)
+    view = memoryview(buf)
+    pos = 0
     try:
-        return zf.read(name)
-    except KeyError:
-        raise _error(path, f"{context}missing record {name!r}") from None
+        with zf.open(info) as f:
+            while pos < info.file_size:
+                chunk = f.read(min(_CHUNK, info.file_size - pos))
+                if not chunk:
+                    break
+                view[pos : pos + len(chunk)] = chunk
+                pos += len(chunk)
     except _ZIP_ERRORS as e:
-        raise _error(path, f"{context}corrupt record {name!r}: {e}") from None
+        raise _error(path, f"{context}corrupt record {info.filename!r}: {e}") from None
+    if pos != info.file_size:
+        raise _error(
+            path, f"{context}record {info.filename!r} holds {pos} bytes, declares {info.file_size}"
+        )
+    return buf
 
 
 def _archive_prefix(zf: zipfile.ZipFile, path: str) -> str:
@@ -382,39 +479,48 @@ def _archive_prefix(zf: zipfile.ZipFile, path: str) -> str:
 
 
 class _StorageReader:
-    """Reads and caches storages (tensors may share one) from the zip."""
+    """Reads storages from the zip and tensor views out of them."""
 
     def __init__(self, zf: zipfile.ZipFile, prefix: str, path: str) -> None:
         self._zf, self._prefix, self._path = zf, prefix, path
-        self._cache: dict[str, np.ndarray] = {}
         byteorder = "little"
         if prefix + "byteorder" in zf.namelist():
-            byteorder = (
-                _read_record(zf, prefix + "byteorder", path).decode("ascii", "replace").strip()
-            )
+            raw = _read_record(zf, prefix + "byteorder", path, limit=16)
+            byteorder = raw.decode("ascii", "replace").strip()
         if byteorder not in ("little", "big"):
             raise _error(path, f"unknown byteorder record {byteorder!r:.40}")
         self._byteorder = "<" if byteorder == "little" else ">"
 
     def storage(self, ref: _StorageRef, key_name: str) -> np.ndarray:
-        """Returns the storage as a flat read-only array of its file dtype."""
-        if ref.key not in self._cache:
-            name = f"{self._prefix}data/{ref.key}"
-            raw = _read_record(self._zf, name, self._path, f"tensor {key_name!r}: ")
-            dtype = ref.storage_type.dtype.newbyteorder(self._byteorder)
-            needed = ref.numel * dtype.itemsize
-            if len(raw) < needed:
-                raise _error(
-                    self._path,
-                    f"tensor {key_name!r}: storage record {name!r} has "
-                    f"{len(raw)} bytes, needs {needed}",
-                )
-            self._cache[ref.key] = np.frombuffer(raw, dtype=dtype, count=ref.numel)
-        return self._cache[ref.key]
+        """Returns the storage as a flat read-only array of its file dtype.
 
-    def tensor(self, ref: _TensorRef, key_name: str) -> np.ndarray:
-        """Builds the contiguous array for a tensor view, in native order."""
-        flat = self.storage(ref.storage, key_name)
+        The record must declare exactly ``numel`` x item size bytes, as
+        torch writes it; that is checked before anything is inflated.
+        """
+        name = f"{self._prefix}data/{ref.key}"
+        context = f"tensor {key_name!r}: "
+        info = _record_info(self._zf, name, self._path, context)
+        dtype = ref.storage_type.dtype.newbyteorder(self._byteorder)
+        if ref.numel > _MAX_ELEMENTS:
+            raise _error(
+                self._path,
+                f"{context}storage {ref.key!r} of {ref.numel} elements is more than this "
+                "reader allows",
+            )
+        needed = ref.numel * dtype.itemsize
+        if info.file_size != needed:
+            raise _error(
+                self._path,
+                f"{context}storage record {name!r} declares {info.file_size} bytes, "
+                f"its {ref.numel} elements of {ref.storage_type!r} need {needed}",
+            )
+        raw = _read_exactly(self._zf, info, self._path, context)
+        flat = raw.view(dtype)
+        flat.flags.writeable = False
+        return flat
+
+    def tensor(self, flat: np.ndarray, ref: _TensorRef, key_name: str) -> np.ndarray:
+        """Builds the contiguous array for a tensor view of ``flat``, in native order."""
         size, stride, offset = ref.size, ref.stride, ref.offset
         if len(size) != len(stride) or any(v < 0 for v in size + stride + (offset,)):
             raise _error(
@@ -422,40 +528,50 @@ class _StorageReader:
                 f"tensor {key_name!r}: bad size {size} / stride {stride} / offset {offset}",
             )
         count = int(np.prod(size, dtype=object)) if size else 1
-        if count > _MAX_ELEMENTS:
+        if count > flat.size:
+            # torch saves expanded (stride 0) views as such; refusing them
+            # keeps every tensor within the bytes its storage holds.
             raise _error(
-                self._path, f"tensor {key_name!r}: {count} elements is more than this reader allows"
+                self._path,
+                f"tensor {key_name!r}: {count} elements, more than its storage "
+                f"{ref.storage.key!r} has ({flat.size})",
             )
+        out_dtype = _output_dtype(ref.storage.storage_type, flat.dtype)
         if count == 0:
-            out = np.zeros(size, dtype=flat.dtype)
-        else:
-            # Last element addressed by the view must lie inside the storage.
-            last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-            if last >= flat.size:
-                raise _error(
-                    self._path,
-                    f"tensor {key_name!r}: storage {ref.storage.key!r} has "
-                    f"{flat.size} elements, too few for size {size}, stride "
-                    f"{stride}, offset {offset}",
-                )
-            item = flat.dtype.itemsize
-            view = np.lib.stride_tricks.as_strided(
-                flat[offset:], shape=size, strides=[s * item for s in stride], writeable=False
+            return np.zeros(size, dtype=out_dtype)
+        # Last element addressed by the view must lie inside the storage.
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if last >= flat.size:
+            raise _error(
+                self._path,
+                f"tensor {key_name!r}: storage {ref.storage.key!r} has "
+                f"{flat.size} elements, too few for size {size}, stride "
+                f"{stride}, offset {offset}",
             )
-            out = np.array(view, copy=True, order="C")
-        return _to_output_dtype(out, ref.storage.storage_type)
+        item = flat.dtype.itemsize
+        view = np.lib.stride_tricks.as_strided(
+            flat[offset:], shape=size, strides=[s * item for s in stride], writeable=False
+        )
+        # One allocation of the output's size per tensor (the bound relies on it).
+        out = view.astype(out_dtype, order="C")
+        if ref.storage.storage_type.bfloat16:
+            # bfloat16 is the high half of a float32's bits.
+            np.left_shift(out, 16, out=out)
+            out = out.view(np.float32)
+        return out
 
 
-def _to_output_dtype(array: np.ndarray, storage_type: _StorageType) -> np.ndarray:
-    """Floats become float32 (the model's dtype); ints and bools are kept."""
+def _output_dtype(storage_type: _StorageType, dtype: np.dtype) -> np.dtype:
+    """Floats become float32 (the model's dtype); ints and bools are kept.
+
+    bfloat16 is widened to uint32 first, then shifted into float32 bits.
+    Storages may be big-endian; callers expect native byte order.
+    """
     if storage_type.bfloat16:
-        # bfloat16 is the high half of a float32's bits.
-        bits = array.astype(np.uint32) << 16
-        return bits.view(np.float32)
-    if array.dtype.kind == "f":
-        return array.astype(np.float32)
-    # Storages may be big-endian; callers expect native byte order.
-    return array.astype(array.dtype.newbyteorder("="), copy=False)
+        return np.dtype(np.uint32)
+    if dtype.kind == "f":
+        return np.dtype(np.float32)
+    return dtype.newbyteorder("=")
 
 
 # --------------------------------------------------------------------------
@@ -509,6 +625,15 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     ``state_dict`` entry). A ``net.`` or ``module.`` prefix shared by every key
     is removed. No code named by the file is imported or run.
 
+    Memory: the peak beyond the returned arrays is the largest storage
+    record the state dict uses (at its declared size), one inflation chunk
+    (1 MiB), the objects unpickled from ``data.pkl`` (at most
+    ``MAX_PICKLE_BYTES`` of it) and the zip directory (proportional to its
+    bytes in the file). Each returned array holds at most its storage's
+    elements, so a file cannot make the result exceed what its records
+    declare, whatever their compression; tensors outside the state dict
+    (optimizer moments) are never read.
+
     Args:
         path: the checkpoint file.
 
@@ -519,13 +644,13 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Raises:
         CheckpointError: the file is missing, not a torch zip checkpoint,
-            damaged, or holds no state dict; the message is one line naming
-            the file and, where relevant, the tensor key.
+            damaged, over a size limit, or holds no state dict; the message
+            is one line naming the file and, where relevant, the tensor key.
     """
     path = os.fspath(path)
     with _open_zip(path) as zf:
         prefix = _archive_prefix(zf, path)
-        data = _read_record(zf, prefix + "data.pkl", path)
+        data = _read_record(zf, prefix + "data.pkl", path, limit=MAX_PICKLE_BYTES)
         try:
             root = _Unpickler(io.BytesIO(data)).load()
         except CheckpointError:
@@ -536,8 +661,10 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise _error(
                 path, f"data.pkl is not a valid checkpoint pickle: {type(e).__name__}: {e}"
             ) from None
+        del data
         state = _select_state_dict(root, path)
 
+        by_storage: dict[str, list[str]] = {}
         for key, value in state.items():
             if not isinstance(key, str):
                 raise _error(path, f"state dict key {key!r:.80} is not a string")
@@ -545,6 +672,22 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 raise _error(
                     path, f"state dict entry {key!r} is {_describe(value)}, not a readable tensor"
                 )
+            keys = by_storage.setdefault(value.storage.key, [])
+            keys.append(key)
+            a, b = state[keys[0]].storage, value.storage
+            if (a.storage_type, a.numel) != (b.storage_type, b.numel):
+                raise _error(
+                    path,
+                    f"tensor {key!r}: storage {b.key!r} is declared as both "
+                    f"{a.numel} x {a.storage_type!r} and {b.numel} x {b.storage_type!r}",
+                )
         reader = _StorageReader(zf, prefix, path)
+        arrays = {}
+        # One storage in memory at a time: read it, cut its tensors, drop it.
+        for keys in by_storage.values():
+            flat = reader.storage(state[keys[0]].storage, keys[0])
+            for key in keys:
+                arrays[key] = reader.tensor(flat, state[key], key)
+            del flat
         names = _strip_prefixes(list(state))
-        return {names[k]: reader.tensor(v, k) for k, v in state.items()}
+        return {names[k]: arrays[k] for k in state}
