@@ -10,7 +10,7 @@ import png
 import pytest
 import tifffile
 
-from hair_jax.io import images as image_io
+from hair_jax.io import images
 
 
 def _rgb(h, w, seed=0):
@@ -33,14 +33,14 @@ def test_8bit_rgb_formats_round_trip(tmp_path):
     ):
         path = str(tmp_path / f"x{ext}")
         PIL.Image.fromarray(rgb).save(path, quality=98, lossless=True)
-        pic = image_io.read_image(path)
+        pic = images.read_image(path)
         assert pic.pixels.shape == (13, 17, 3) and pic.pixels.dtype == np.float32
         assert (pic.gray, pic.alpha, pic.bits) == (False, None, 8)
-        assert pic.format == image_io.EXTENSIONS[ext]
+        assert pic.format == images.EXTENSIONS[ext]
         if lossless:
             np.testing.assert_array_equal(np.round(pic.pixels * 255).astype(np.uint8), rgb)
         out = str(tmp_path / f"out{ext}")
-        image_io.write_image(out, _restored(pic), pic, pic.format)
+        images.write_image(out, _restored(pic), pic, pic.format)
         back = np.asarray(PIL.Image.open(out))
         assert back.shape == (13, 17, 3)
         if lossless:  # WebP is written losslessly
@@ -51,11 +51,11 @@ def test_gray_stays_gray_and_is_averaged_back(tmp_path):
     gray = _rgb(9, 11)[..., 0]
     path = str(tmp_path / "g.png")
     PIL.Image.fromarray(gray).save(path)
-    pic = image_io.read_image(path)
+    pic = images.read_image(path)
     assert pic.gray and pic.pixels.shape == (9, 11, 3)
     np.testing.assert_array_equal(pic.pixels[..., 0], pic.pixels[..., 2])  # replicated
     restored = pic.pixels * np.array([0.2, 0.5, 0.8], np.float32)  # channels differ
-    image_io.write_image(str(tmp_path / "o.png"), restored, pic, "PNG")
+    images.write_image(str(tmp_path / "o.png"), restored, pic, "PNG")
     out = PIL.Image.open(tmp_path / "o.png")
     assert out.mode == "L"
     want = np.round(restored.mean(axis=-1) * 255).astype(np.uint8)
@@ -73,9 +73,9 @@ def test_alpha_is_kept_unchanged(tmp_path, mode):
         else (PIL.Image.fromarray(np.dstack([rgb, alpha]), "RGBA"))
     )
     image.save(tmp_path / "a.png")
-    pic = image_io.read_image(str(tmp_path / "a.png"))
+    pic = images.read_image(str(tmp_path / "a.png"))
     np.testing.assert_array_equal(pic.alpha, np.asarray(image)[..., -1])
-    image_io.write_image(str(tmp_path / "o.png"), _restored(pic), pic, "PNG")
+    images.write_image(str(tmp_path / "o.png"), _restored(pic), pic, "PNG")
     out = PIL.Image.open(tmp_path / "o.png")
     assert out.mode == mode
     np.testing.assert_array_equal(np.asarray(out)[..., -1], np.asarray(image)[..., -1])
@@ -89,10 +89,10 @@ def test_16bit_png_stays_16bit(tmp_path, channels):
         png.Writer(9, 7, greyscale=channels < 3, alpha=channels in (2, 4), bitdepth=16).write(
             f, samples.reshape(7, -1)
         )
-    pic = image_io.read_image(str(tmp_path / "s.png"))
+    pic = images.read_image(str(tmp_path / "s.png"))
     assert pic.bits == 16 and pic.gray == (channels < 3)
     np.testing.assert_array_equal(np.round(pic.pixels[..., 0] * 65535), samples[..., 0])
-    image_io.write_image(str(tmp_path / "o.png"), _restored(pic), pic, "PNG")
+    images.write_image(str(tmp_path / "o.png"), _restored(pic), pic, "PNG")
     _, _, rows, info = png.Reader(filename=str(tmp_path / "o.png")).read()
     out = np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(7, 9, channels)
     assert info["bitdepth"] == 16 and info["planes"] == channels
@@ -113,9 +113,9 @@ def test_16bit_tiff_stays_16bit(tmp_path, channels):
         photometric=photometric,
         **extra,
     )
-    pic = image_io.read_image(str(tmp_path / "s.tif"))
+    pic = images.read_image(str(tmp_path / "s.tif"))
     assert pic.bits == 16 and pic.format == "TIFF"
-    image_io.write_image(str(tmp_path / "o.tif"), _restored(pic), pic, "TIFF")
+    images.write_image(str(tmp_path / "o.tif"), _restored(pic), pic, "TIFF")
     out = tifffile.imread(tmp_path / "o.tif").reshape(6, 8, channels)
     assert out.dtype == np.uint16
     color = channels if channels in (1, 3) else channels - 1
@@ -125,9 +125,9 @@ def test_16bit_tiff_stays_16bit(tmp_path, channels):
 
 
 def test_16bit_cannot_go_to_an_8bit_format(tmp_path):
-    pic = image_io.Picture(np.zeros((4, 4, 3), np.float32), False, None, 16, "PNG")
-    with pytest.raises(image_io.ImageError, match="16-bit"):
-        image_io.write_image(str(tmp_path / "o.jpg"), pic.pixels, pic, "JPEG")
+    pic = images.Picture(np.zeros((4, 4, 3), np.float32), False, None, 16, "PNG")
+    with pytest.raises(images.ImageError, match="16-bit"):
+        images.write_image(str(tmp_path / "o.jpg"), pic.pixels, pic, "JPEG")
 
 
 def _exif_jpeg(path, array, orientation):
@@ -142,11 +142,11 @@ def test_exif_orientation_is_applied(tmp_path):
     array[:, :16] = (255, 0, 0)
     array[:, 16:] = (0, 0, 255)
     _exif_jpeg(tmp_path / "r.jpg", array, 6)
-    assert image_io.image_size(str(tmp_path / "r.jpg")) == (32, 16)
-    pic = image_io.read_image(str(tmp_path / "r.jpg"))
+    assert images.image_size(str(tmp_path / "r.jpg")) == (32, 16)
+    pic = images.read_image(str(tmp_path / "r.jpg"))
     assert pic.pixels.shape == (32, 16, 3)
     assert pic.pixels[2, 8, 0] > 0.9 and pic.pixels[30, 8, 2] > 0.9  # red on top
-    image_io.write_image(str(tmp_path / "o.jpg"), pic.pixels, pic, "JPEG")
+    images.write_image(str(tmp_path / "o.jpg"), pic.pixels, pic, "JPEG")
     out = PIL.Image.open(tmp_path / "o.jpg")
     assert out.size == (16, 32) and out.getexif().get(0x0112) is None
 
@@ -160,7 +160,7 @@ def test_orient_matches_pillow_exif_transpose(tmp_path, orientation):
     exif[0x0112] = orientation
     PIL.Image.fromarray(array).save(path, exif=exif)
     want = np.asarray(PIL.ImageOps.exif_transpose(PIL.Image.open(path)))
-    np.testing.assert_array_equal(image_io.orient(array, orientation), want)
+    np.testing.assert_array_equal(images.orient(array, orientation), want)
 
 
 def test_corrupt_and_foreign_files_raise(tmp_path):
@@ -177,4 +177,4 @@ def test_corrupt_and_foreign_files_raise(tmp_path):
         ("bad.png", "unrecognized data stream"),
     ]:
         with pytest.raises(OSError, match=message):
-            image_io.read_image(str(tmp_path / name))
+            images.read_image(str(tmp_path / name))
