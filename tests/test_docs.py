@@ -36,6 +36,7 @@ PROGRAMS = {
     "python -m hair_jax.data.prepare": "hair_jax/data/prepare.py",
     "python benchmarks/bench_model.py": "benchmarks/bench_model.py",
     "python benchmarks/profile_block.py": "benchmarks/profile_block.py",
+    "python benchmarks/bench_nafnet.py": "benchmarks/bench_nafnet.py",
 }
 CONFIGS = sorted(
     p.stem for p in (ROOT / "configs").glob("*.py") if p.stem not in ("__init__", "common")

@@ -57,6 +57,10 @@ def test_parity_with_official_pytorch_nafnet(name):
         ("nafnet_gopro_32", 17_111_907),
         ("nafnet_gopro_64", 67_888_835),
         ("nafnet_tiny", 1_137_203),
+        # NAF-HAIR, as README's table gives them.
+        ("naf_hair_sidd_32", 17_683_175),
+        ("naf_hair_gopro_32", 22_809_522),
+        ("naf_hair_tiny", 2_571_586),
     ],
 )
 def test_official_parameter_counts(variant, count):
@@ -191,3 +195,12 @@ def test_naf_hair_trains_a_few_steps(tmp_path):
     assert moved(lambda m: m.middle_blks.hsns[0].layers[-1].kernel[...])
     assert moved(lambda m: m.dac.conv_out.kernel[...])
     assert moved(lambda m: m.encoders[0][0].conv1.kernel[...])
+
+
+def test_readme_recipe_for_your_own_block_runs(capsys):
+    """The README's "HAIR on your own block" snippet runs and prints what it says."""
+    text = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = text.split("### HAIR on your own block", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - our own README
+    assert capsys.readouterr().out.strip() == "(4, 24, 24, 32) (2, 4, 3)"
