@@ -35,7 +35,6 @@ from hair_jax.data import degrade, synthetic
 from hair_jax.evaluation import metrics
 from hair_jax.evaluation.protocol import select_test_sets
 from hair_jax.io.files import write_atomic
-from hair_jax.nn import models
 
 # Degradation type of each task name (the colours of the plots).
 KINDS = {
@@ -184,7 +183,7 @@ def collect(model, probes: Sequence[Probe], *, batch_size: int = 8) -> GivMap:
         givs=givs,
         tasks=tuple(p.task for p in probes),
         strengths=np.array([p.strength for p in probes], np.float32),
-        selectors={name: selectors[name] for name in models.HYPER_LEVELS},
+        selectors=dict(selectors),  # in the model's level order (Res-HAIR, NAF-HAIR)
     )
 
 
