@@ -17,7 +17,7 @@ import train_helpers
 from flax import nnx
 from torch_writer import Global, Reduce, dumps, ordered_dict, tensor, write_torch_zip
 
-from hair_jax import loading
+from hair_jax import convert, loading
 from hair_jax.io.torch_import import CheckpointError, load_torch_checkpoint
 from hair_jax.nn import hyper, models, nafnet
 
@@ -79,6 +79,16 @@ def test_official_weights_file_loads_through_load_model():
     loaded = loading.load_model(DATA / "nafnet_w8_2lvl.pth")
     assert loaded.kind == loading.TORCH
     assert isinstance(loaded.model, nafnet.NAFNet)
+
+
+def test_official_weights_convert_to_an_export_that_restores_the_same(tmp_path):
+    out = tmp_path / "export"
+    assert convert.main([str(DATA / "nafnet_w4_3lvl.pth"), str(out)]) == 0
+    loaded = loading.load_model(out)
+    assert loaded.kind == loading.EXPORT and isinstance(loaded.model, nafnet.NAFNet)
+    io = np.load(DATA / "nafnet_w4_3lvl_io.npz")
+    y = nnx.jit(lambda m, x: m(x))(loaded.model, jnp.asarray(io["input1"]))
+    np.testing.assert_allclose(np.asarray(y), io["output1"], atol=1e-4, rtol=0)
 
 
 def _params_file(tmp_path, params) -> Path:
