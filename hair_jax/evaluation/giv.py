@@ -35,6 +35,7 @@ from hair_jax.data import degrade, synthetic
 from hair_jax.evaluation import metrics
 from hair_jax.evaluation.protocol import select_test_sets
 from hair_jax.io.files import write_atomic
+from hair_jax.nn import models
 
 # Degradation type of each task name (the colours of the plots).
 KINDS = {
@@ -148,6 +149,12 @@ class GivMap:
         return tuple(KINDS.get(t, t) for t in self.tasks)
 
 
+def _level_order(model) -> tuple[str, ...]:
+    """The hyper levels from input to output: NAF-HAIR names its own."""
+    names = getattr(model, "level_names", None)
+    return tuple(names()) if callable(names) else models.HYPER_LEVELS
+
+
 def collect(model, probes: Sequence[Probe], *, batch_size: int = 8) -> GivMap:
     """Each probe's GIV and selector weights under `model` (a Res-HAIR).
 
@@ -183,7 +190,8 @@ def collect(model, probes: Sequence[Probe], *, batch_size: int = 8) -> GivMap:
         givs=givs,
         tasks=tuple(p.task for p in probes),
         strengths=np.array([p.strength for p in probes], np.float32),
-        selectors=dict(selectors),  # in the model's level order (Res-HAIR, NAF-HAIR)
+        # jax.tree.map sorted the keys: put the levels back in the model's order.
+        selectors={name: selectors[name] for name in _level_order(model)},
     )
 
 
