@@ -23,7 +23,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hair_jax.convert", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("checkpoint", help="PyTorch .ckpt/.pth file (Lightning or bare state_dict)")
+    parser.add_argument(
+        "checkpoint", help="PyTorch .ckpt/.pth file (Lightning, NAFNet params or bare state_dict)"
+    )
     parser.add_argument("out_dir", help="new directory for the model export (config.json, params/)")
     args = parser.parse_args(argv)
     try:

@@ -63,7 +63,8 @@ class Predictor:
     def __init__(self, model: nnx.Module):
         self.graphdef, self.state = nnx.split(model)
         self.has_giv = callable(getattr(model, "giv", None))
-        self.min_size = models.MIN_SIZE if self.has_giv else MULTIPLE
+        # NAF-HAIR names its own minimum (its DAC reads 1/16 of the image).
+        self.min_size = getattr(model, "min_size", models.MIN_SIZE) if self.has_giv else MULTIPLE
         self.traces = 0
         self._forward = self.jit(lambda m, x: jnp.clip(m(x), 0.0, 1.0))
         if self.has_giv:

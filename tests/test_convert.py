@@ -161,7 +161,10 @@ BAD = {
     ),
     "extra_key": (_extra_key, "unexpected tensor for this architecture: decoder_level4.kernel"),
     "short_bank": (_short_bank, "refinement.kernel_box has 14645 weights per box, expected 14650"),
-    "other_model": (_other_model, "not a HAIR/Restormer state_dict: no 'patch_embed.proj.weight'"),
+    "other_model": (
+        _other_model,
+        "not a HAIR/Restormer/NAFNet state_dict: no 'patch_embed.proj.weight'",
+    ),
 }
 
 

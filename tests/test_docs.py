@@ -37,6 +37,7 @@ PROGRAMS = {
     "python -m hair_jax.experiments.ablation": "hair_jax/experiments/ablation.py",
     "python benchmarks/bench_model.py": "benchmarks/bench_model.py",
     "python benchmarks/profile_block.py": "benchmarks/profile_block.py",
+    "python benchmarks/bench_nafnet.py": "benchmarks/bench_nafnet.py",
 }
 CONFIGS = sorted(
     p.stem for p in (ROOT / "configs").glob("*.py") if p.stem not in ("__init__", "common")

@@ -149,6 +149,12 @@ class GivMap:
         return tuple(KINDS.get(t, t) for t in self.tasks)
 
 
+def _level_order(model) -> tuple[str, ...]:
+    """The hyper levels from input to output: NAF-HAIR names its own."""
+    names = getattr(model, "level_names", None)
+    return tuple(names()) if callable(names) else models.HYPER_LEVELS
+
+
 def collect(model, probes: Sequence[Probe], *, batch_size: int = 8) -> GivMap:
     """Each probe's GIV and selector weights under `model` (a Res-HAIR).
 
@@ -184,7 +190,8 @@ def collect(model, probes: Sequence[Probe], *, batch_size: int = 8) -> GivMap:
         givs=givs,
         tasks=tuple(p.task for p in probes),
         strengths=np.array([p.strength for p in probes], np.float32),
-        selectors={name: selectors[name] for name in models.HYPER_LEVELS},
+        # jax.tree.map sorted the keys: put the levels back in the model's order.
+        selectors={name: selectors[name] for name in _level_order(model)},
     )
 
 

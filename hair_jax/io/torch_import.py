@@ -1,4 +1,4 @@
-"""Import the authors' PyTorch HAIR/Restormer weights into hair-jax.
+"""Import PyTorch HAIR, Restormer and official NAFNet weights into hair-jax.
 
 `load_torch_checkpoint(path)` reads a checkpoint without torch (see
 `hair_jax.io.torch_pickle`), infers the architecture from tensor shapes and
@@ -7,7 +7,11 @@ model export.
 
 Layouts: PyTorch convs are OIHW, ours HWIO; Linear weights are [out, in],
 ours [in, out]; each level's flat `kernel_box` [num_box, sum of sizes] is
-split into the six per-conv banks in the reference's order.
+split into the six per-conv banks in the reference's order. A NAFNet state
+dict (megvii-research/NAFNet, the `params` of its `.pth` files) is told
+apart by its `intro.weight`; its names are ours but for `weight` ->
+`kernel`, `sca.1` -> `sca`, `ups.<i>.0` -> `ups.<i>`, and beta/gamma are
+stored [1, C, 1, 1].
 """
 
 from __future__ import annotations
@@ -52,21 +56,34 @@ _RENAMES = [
 ]
 
 
-def our_name(torch_key: str) -> str:
+_NAF_RENAMES = [
+    (r"^ups\.(\d+)\.0\.", r"ups.\1."),
+    (r"\.sca\.1\.", ".sca."),
+    (r"(norm\d)\.weight$", r"\1.scale"),
+    (r"\.weight$", ".kernel"),
+]
+
+
+def is_nafnet(sd: dict) -> bool:
+    """Whether a state dict is an official NAFNet's (by its intro conv)."""
+    return "intro.weight" in sd
+
+
+def our_name(torch_key: str, renames=None) -> str:
     """Maps a reference state_dict key to our flat parameter path."""
     name = torch_key
-    for pattern, repl in _RENAMES:
+    for pattern, repl in renames or _RENAMES:
         name = re.sub(pattern, repl, name)
     return name
 
 
 def _to_ours(torch_key: str, value: np.ndarray) -> np.ndarray:
+    if torch_key.endswith(("temperature", "beta", "gamma")):  # [heads, 1, 1], [1, C, 1, 1]
+        return value.reshape(-1)
     if value.ndim == 4:  # conv OIHW -> HWIO
         return value.transpose(2, 3, 1, 0)
     if value.ndim == 2:  # Linear [out, in] -> [in, out]
         return value.T
-    if torch_key.endswith("temperature"):  # [heads, 1, 1] -> [heads]
-        return value.reshape(-1)
     return value
 
 
@@ -78,7 +95,10 @@ def _count(sd, pattern: str) -> int:
 def infer_config(sd: dict[str, np.ndarray]) -> models.ModelConfig:
     """Reads the architecture off tensor names and shapes."""
     if "patch_embed.proj.weight" not in sd:
-        raise CheckpointError("not a HAIR/Restormer state_dict: no 'patch_embed.proj.weight'")
+        raise CheckpointError(
+            "not a HAIR/Restormer/NAFNet state_dict: no 'patch_embed.proj.weight' "
+            "and no 'intro.weight'"
+        )
     dim = sd["patch_embed.proj.weight"].shape[0]
     res_hair = "latent.kernel_box" in sd
     blk = (lambda lvl: f"{lvl}.blocks.0.") if res_hair else (lambda lvl: f"{lvl}.0.")
@@ -102,6 +122,19 @@ def infer_config(sd: dict[str, np.ndarray]) -> models.ModelConfig:
         kw["dac_channels"] = sd["feature.conv_in.weight"].shape[0]
         kw["hsn_depth"] = _count(sd, r"^latent\.extracts\.0\.net\.(\d+)\.weight") // 2
     return models.ModelConfig(**kw)
+
+
+def infer_nafnet_config(sd: dict[str, np.ndarray]) -> models.ModelConfig:
+    """Reads a NAFNet's width and blocks per stage off its state dict."""
+    stages = lambda name: _count(sd, rf"^{name}\.(\d+)\.")
+    blocks = lambda name, n: tuple(_count(sd, rf"^{name}\.{i}\.(\d+)\.") for i in range(n))
+    return models.ModelConfig(
+        arch="nafnet",
+        dim=sd["intro.weight"].shape[0],
+        enc_blocks=blocks("encoders", stages("downs")),
+        middle_blocks=stages("middle_blks"),
+        dec_blocks=blocks("decoders", stages("ups")),
+    )
 
 
 def _ffn_factor(dim: int, hidden: int) -> float:
@@ -131,7 +164,8 @@ def _split_bank(level: str, box: np.ndarray, model) -> dict[str, np.ndarray]:
 
 def state_dict_to_model(sd: dict[str, np.ndarray], cfg: models.ModelConfig | None = None):
     """Builds a model from a reference state_dict (PyTorch names and layouts)."""
-    cfg = cfg or infer_config(sd)
+    naf = is_nafnet(sd)
+    cfg = cfg or (infer_nafnet_config(sd) if naf else infer_config(sd))
     abstract = models.abstract_model(cfg)
     graphdef, state = nnx.split(abstract)
     targets = {".".join(map(str, k)): v for k, v in nnx.to_flat_state(state)}
@@ -140,7 +174,7 @@ def state_dict_to_model(sd: dict[str, np.ndarray], cfg: models.ModelConfig | Non
         if key.endswith("kernel_box"):
             values.update(_split_bank(key.rsplit(".", 1)[0], value, abstract))
         else:
-            values[our_name(key)] = _to_ours(key, value)
+            values[our_name(key, _NAF_RENAMES if naf else None)] = _to_ours(key, value)
     unexpected = sorted(set(values) - set(targets))
     if unexpected:
         raise CheckpointError(
@@ -167,11 +201,12 @@ def target_dtype(variable):
 
 
 def load_torch_checkpoint(path) -> nnx.Module:
-    """Reads a PyTorch (Lightning) HAIR or Restormer checkpoint without torch.
+    """Reads a PyTorch HAIR, Restormer or NAFNet checkpoint without torch.
 
     Raises:
       CheckpointError: unreadable file, unsafe or foreign content, or tensors
-        that do not fit a HAIR/Restormer architecture (the message names them).
+        that do not fit a HAIR/Restormer/NAFNet architecture (the message
+        names them).
     """
     sd = load_state_dict(path)
     try:
@@ -179,4 +214,4 @@ def load_torch_checkpoint(path) -> nnx.Module:
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
     except (KeyError, ValueError, IndexError) as e:
-        raise CheckpointError(f"{path}: not a HAIR/Restormer state_dict ({e})") from None
+        raise CheckpointError(f"{path}: not a HAIR/Restormer/NAFNet state_dict ({e})") from None

@@ -583,11 +583,14 @@ def _select_state_dict(root: Any, path: str) -> Mapping:
     """Finds the name -> tensor mapping inside the unpickled object."""
     if not isinstance(root, Mapping):
         raise _error(path, f"holds a {type(root).__name__}, not a state dict or checkpoint dict")
-    if "state_dict" in root:
-        state = root["state_dict"]
-        if not isinstance(state, Mapping):
-            raise _error(path, f"'state_dict' is a {type(state).__name__}, not a mapping")
-        return state
+    # Lightning saves the weights under 'state_dict', BasicSR (NAFNet's
+    # training and released weights) under 'params'.
+    for entry in ("state_dict", "params"):
+        if entry in root:
+            state = root[entry]
+            if not isinstance(state, Mapping):
+                raise _error(path, f"{entry!r} is a {type(state).__name__}, not a mapping")
+            return state
     if not any(isinstance(v, (_TensorRef, _Unreadable)) for v in root.values()):
         raise _error(path, "no 'state_dict' entry and no tensors; not a checkpoint")
     return root
@@ -621,8 +624,9 @@ def _strip_prefixes(names: list[str]) -> dict[str, str]:
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads the model weights from a torch.save zip checkpoint, without torch.
 
-    Accepts a bare ``state_dict`` file or a PyTorch Lightning checkpoint (its
-    ``state_dict`` entry). A ``net.`` or ``module.`` prefix shared by every key
+    Accepts a bare ``state_dict`` file, a PyTorch Lightning checkpoint (its
+    ``state_dict`` entry) or a BasicSR one such as NAFNet's released weights
+    (its ``params`` entry). A ``net.`` or ``module.`` prefix shared by every key
     is removed. No code named by the file is imported or run.
 
     Memory: the peak beyond the returned arrays is the largest storage

@@ -16,30 +16,36 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hair_jax.nn import dac, hyper, layers, restormer, stages
+from hair_jax.nn import dac, hyper, layers, nafnet, restormer, stages
 
 # The DAC halves the H/8 latent twice more; below 32 px nothing would be left.
 # At 32 px its last map is 1x1, where a GroupNorm with one channel per group
 # (C=16) outputs a constant: train such small models on 64 px or more.
 MIN_SIZE = 32
 HYPER_LEVELS = ("latent", "decoder_level3", "decoder_level2", "decoder_level1", "refinement")
+ARCHS = ("res_hair", "restormer", "nafnet", "naf_hair")
+NAF_ARCHS = ("nafnet", "naf_hair")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of a Res-HAIR or Restormer model.
+    """Architecture of a Res-HAIR, Restormer, NAFNet or NAF-HAIR model.
 
     Attributes:
-      arch: "res_hair" or "restormer".
-      dim: C, the channel width of level 1.
-      num_blocks: transformer blocks per level (levels 1-3 and latent).
+      arch: one of `ARCHS`: "res_hair", "restormer", "nafnet" or "naf_hair".
+      dim: C, the channel width of level 1 (NAFNet's `width`).
+      num_blocks: transformer blocks per level (levels 1-3 and latent);
+        Restormer and Res-HAIR only.
       num_refinement_blocks: blocks of the refinement stage.
       heads: attention heads per level.
       ffn_expansion_factor: GDFN hidden width is int(d * factor).
       bias: biases in the Restormer convolutions.
       layer_norm: "WithBias" or "BiasFree".
-      num_box: weight-bank size of each hyper level, in `HYPER_LEVELS` order;
-        None takes the released code's rule (see `default_num_box`).
+      enc_blocks, middle_blocks, dec_blocks: NAFNet's blocks per encoder
+        stage, middle level and decoder stage (NAFNet and NAF-HAIR only).
+      num_box: weight-bank size of each hyper level, in `HYPER_LEVELS` order
+        (NAF-HAIR: middle, then decoders from the deepest); None takes the
+        released code's rule (see `default_num_box`, `naf_num_box`).
       dac_channels: DAC width; None means int(1.5 * dim) as released.
       dac_groups: GroupNorm groups in the DAC.
       hsn_depth: hidden layers of each HSN.
@@ -62,6 +68,9 @@ class ModelConfig:
     ffn_expansion_factor: float = 2.66
     bias: bool = False
     layer_norm: str = "WithBias"
+    enc_blocks: tuple[int, ...] = ()
+    middle_blocks: int = 1
+    dec_blocks: tuple[int, ...] = ()
     num_box: tuple[int, ...] | None = None
     dac_channels: int | None = None
     dac_groups: int = 24
@@ -73,12 +82,19 @@ class ModelConfig:
 
     def __post_init__(self):
         # Tuples keep the config hashable even when built from JSON lists.
-        for name in ("num_blocks", "heads", "num_box"):
+        for name in ("num_blocks", "heads", "num_box", "enc_blocks", "dec_blocks"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, tuple(int(v) for v in value))
-        if self.arch not in ("res_hair", "restormer"):
-            raise ValueError(f"unknown arch {self.arch!r}: expected 'res_hair' or 'restormer'")
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}: expected one of {ARCHS}")
+        if self.arch in NAF_ARCHS and (
+            not self.enc_blocks or len(self.dec_blocks) != len(self.enc_blocks)
+        ):
+            raise ValueError(
+                f"{self.arch} needs as many dec_blocks as enc_blocks (at least one), "
+                f"got {self.enc_blocks}, {self.dec_blocks}"
+            )
         if len(self.num_blocks) != 4 or len(self.heads) != 4:
             raise ValueError(
                 f"num_blocks and heads need 4 entries, got {self.num_blocks}, {self.heads}"
@@ -93,12 +109,17 @@ class ModelConfig:
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.remat not in stages.REMAT:
             raise ValueError(f"remat must be one of {stages.REMAT}, got {self.remat!r}")
-        if self.num_box is not None and len(self.num_box) != len(HYPER_LEVELS):
-            raise ValueError(f"num_box needs {len(HYPER_LEVELS)} entries, got {self.num_box}")
+        levels = 1 + len(self.dec_blocks) if self.arch in NAF_ARCHS else len(HYPER_LEVELS)
+        if self.num_box is not None and len(self.num_box) != levels:
+            raise ValueError(f"num_box needs {levels} entries, got {self.num_box}")
 
     @property
     def boxes(self) -> tuple[int, ...]:
-        return self.num_box or default_num_box(self.num_blocks, self.num_refinement_blocks)
+        if self.num_box:
+            return self.num_box
+        if self.arch in NAF_ARCHS:
+            return tuple(naf_num_box(n) for n in (self.middle_blocks, *self.dec_blocks))
+        return default_num_box(self.num_blocks, self.num_refinement_blocks)
 
     @property
     def giv_dim(self) -> int:
@@ -136,6 +157,27 @@ def default_num_box(num_blocks, num_refinement_blocks) -> tuple[int, ...]:
     )
 
 
+def naf_num_box(num_blocks: int) -> int:
+    """NAF-HAIR's bank size for a level of `num_blocks` blocks: min(max(n, 2), 4) + 1.
+
+    HAIR's max(4, n) + 1 gives a one-block level (every decoder of the GoPro
+    configs) 5 boxes for one HSN, and the 12-block middle level of the SIDD
+    configs, the widest level at 16x the width, 13 copies of its kernels.
+    This rule gives one- and two-block levels 3 boxes (one per task of the
+    three-task setting) and caps every level at 5, HAIR's size for levels of
+    up to 4 blocks.
+    """
+    return min(max(num_blocks, 2), 4) + 1
+
+
+def _naf(arch: str, width: int, enc, middle: int, dec) -> ModelConfig:
+    return ModelConfig(arch=arch, dim=width, enc_blocks=enc, middle_blocks=middle, dec_blocks=dec)
+
+
+_SIDD = ((2, 2, 4, 8), 12, (2, 2, 2, 2))
+_GOPRO = ((1, 1, 1, 28), 1, (1, 1, 1, 1))
+_NAF_TINY = ((1, 1, 1, 1), 1, (1, 1, 1, 1))
+
 VARIANTS: dict[str, ModelConfig] = {
     # The paper's Res-HAIR, as released (28,559,846 parameters).
     "res_hair": ModelConfig(),
@@ -143,6 +185,16 @@ VARIANTS: dict[str, ModelConfig] = {
     "restormer": ModelConfig(arch="restormer"),
     # A small Res-HAIR for tests and CPU demos (the shape of the parity fixture).
     "tiny": ModelConfig(dim=16, num_blocks=(1, 2, 2, 1), num_refinement_blocks=1),
+    # The official NAFNet configs (NAFNet-SIDD-width32/64, NAFNet-GoPro-width32/64).
+    "nafnet_sidd_32": _naf("nafnet", 32, *_SIDD),
+    "nafnet_sidd_64": _naf("nafnet", 64, *_SIDD),
+    "nafnet_gopro_32": _naf("nafnet", 32, *_GOPRO),
+    "nafnet_gopro_64": _naf("nafnet", 64, *_GOPRO),
+    "nafnet_tiny": _naf("nafnet", 16, *_NAF_TINY),
+    # HAIR on the middle and decoder levels of the same U-Nets.
+    "naf_hair_sidd_32": _naf("naf_hair", 32, *_SIDD),
+    "naf_hair_gopro_32": _naf("naf_hair", 32, *_GOPRO),
+    "naf_hair_tiny": _naf("naf_hair", 16, *_NAF_TINY),
 }
 
 
@@ -276,11 +328,15 @@ class _KeyStream:
 def build_model(
     variant: str | ModelConfig, *, rngs: nnx.Rngs | None = None, **overrides
 ) -> nnx.Module:
-    """Builds `ResHAIR` or `Restormer` from a variant name or `ModelConfig`."""
+    """Builds ResHAIR, Restormer, NAFNet or NAFHAIR from a variant name or `ModelConfig`."""
     cfg = get_config(variant, **overrides)
     rngs = _KeyStream((rngs if rngs is not None else nnx.Rngs(0)).params())
     if cfg.arch == "restormer":
         return restormer.Restormer(cfg, rngs=rngs)
+    if cfg.arch == "nafnet":
+        return nafnet.NAFNet(cfg, rngs=rngs)
+    if cfg.arch == "naf_hair":
+        return nafnet.NAFHAIR(cfg, rngs=rngs)
     return ResHAIR(cfg, rngs=rngs)
 
 
