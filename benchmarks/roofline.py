@@ -13,9 +13,11 @@ the bound (compute or memory). Prints a Markdown table, one row per
 What the counts are: XLA:CPU's analysis of the program after its fusion
 passes, compiled here (the counts do not depend on the machine's speed, so
 they are deterministic). FLOPs are the model's own arithmetic, nearly the
-same on any backend; bytes are the traffic between XLA:CPU's fusions, an
-estimate of what a GPU/TPU program moves to and from HBM (their fusion
-differs). The model is built with remat "none" and unrolled levels:
+same on any backend; bytes are what XLA:CPU's analysis counts its fused
+ops reading and writing, which is more than a GPU/TPU program moves to and
+from HBM (their compilers fuse more, and a cache or VMEM absorbs repeated
+reads of one operand), so the memory-bound rates are pessimistic. The
+compute-only ceiling (peak FLOP/s / FLOPs) is the other end. The model is built with remat "none" and unrolled levels:
 XLA's analysis counts a while loop's body once, so a scan would hide
 work, and remat "block" (the TPU and CPU default) adds one more forward of
 every transformer block to the train step. The roofline ignores kernel
@@ -120,23 +122,33 @@ def main():
             rows.append({"what": what, "size": size, "dtype": dtype, "flops": flops, "bytes": bytes_})
             if args.json:
                 print(json.dumps(rows[-1]), flush=True)
+    print("\n".join(table(rows, args.variant)))
+
+
+def table(rows, variant):
+    """The Markdown table of `rows` (dicts with what, size, dtype, flops, bytes)."""
     names = list(ACCELERATORS)
-    print(f"\n{args.variant}, per image (batch 1); ideal images/s and bound per accelerator\n")
-    print("| function | dtype | GFLOP | GB accessed | " + " | ".join(names) + " |")
-    print("|---|---|---|---|" + "---|" * len(names))
+    lines = [
+        f"{variant}, per image (batch 1). Each cell: ideal images/s (the bound); "
+        "in brackets, the compute-only ceiling FLOP/s / FLOPs.",
+        "",
+        "| function | dtype | GFLOP | GB accessed | " + " | ".join(names) + " |",
+        "|---|---|---|---|" + "---|" * len(names),
+    ]
     for r in rows:
         cells = []
         for name in names:
             spec = ACCELERATORS[name]
             rate, bound = roofline(r["flops"], r["bytes"], spec[r["dtype"]], spec["hbm"])
-            cells.append(f"{rate:,.0f} ({bound})")
+            ceiling = spec[r["dtype"]] / r["flops"]
+            cells.append(f"{rate:,.0f} ({bound}) [{ceiling:,.0f}]")
         label = "train step" if r["what"] == "train" else "inference"
-        print(
+        lines.append(
             f"| {label} {r['size']}x{r['size']} | {r['dtype']} | {r['flops'] / 1e9:,.1f} | "
             f"{r['bytes'] / 1e9:,.2f} | " + " | ".join(cells) + " |"
         )
-    print("\nSources: " + "; ".join(f"{k}: {v}" for k, v in SOURCES.items()))
-
+    lines += ["", "Sources: " + "; ".join(f"{k}: {v}" for k, v in SOURCES.items())]
+    return lines
 
 if __name__ == "__main__":
     main()
