@@ -74,7 +74,8 @@ def main():
             mem = {"peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
             torch.cuda.reset_peak_memory_stats()
         else:
-            mem = {"peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+            mem = {"peak_rss_gb": round(peak, 2)}
         device = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
         row = {"peer": "torch-ref", "device": device, "variant": "res_hair", "what": what}
         row.update(dtype=args.dtype, s=s, images_per_s=round(batch / s, 2), **mem)

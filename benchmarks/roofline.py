@@ -17,10 +17,11 @@ same on any backend; bytes are what XLA:CPU's analysis counts its fused
 ops reading and writing, which is more than a GPU/TPU program moves to and
 from HBM (their compilers fuse more, and a cache or VMEM absorbs repeated
 reads of one operand), so the memory-bound rates are pessimistic. The
-compute-only ceiling (peak FLOP/s / FLOPs) is the other end. The model is built with remat "none" and unrolled levels:
-XLA's analysis counts a while loop's body once, so a scan would hide
-work, and remat "block" (the TPU and CPU default) adds one more forward of
-every transformer block to the train step. The roofline ignores kernel
+compute-only ceiling (peak FLOP/s / FLOPs) is the other end. The model
+is built with remat "none" and unrolled levels: XLA's analysis counts a
+while loop's body once, so a scan would hide work, and remat "block"
+(the TPU and CPU default) adds one more forward of every transformer block
+to the train step. The roofline ignores kernel
 launch and communication costs: real figures are lower.
 """
 
@@ -50,7 +51,8 @@ ACCELERATORS = {
     "TPU v6e": {"bfloat16": 918e12, "float32": 918e12, "hbm": 1.64e12},
 }
 SOURCES = {
-    "A100 SXM 80GB": "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf",
+    "A100 SXM 80GB": "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/"
+    "nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf",
     "H100 SXM": "https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet",
     "H200 SXM": "https://www.nvidia.com/en-us/data-center/h200/",
     "TPU v5e": "https://cloud.google.com/tpu/docs/v5e",
@@ -119,7 +121,8 @@ def main():
     for what, size in jobs:
         for dtype in args.dtypes:
             flops, bytes_ = analyse(args.variant, dtype, what, size)
-            rows.append({"what": what, "size": size, "dtype": dtype, "flops": flops, "bytes": bytes_})
+            row = {"what": what, "size": size, "dtype": dtype, "flops": flops, "bytes": bytes_}
+            rows.append(row)
             if args.json:
                 print(json.dumps(rows[-1]), flush=True)
     print("\n".join(table(rows, args.variant)))
