@@ -22,11 +22,12 @@ def get_base_config():
     # Passed to models.build_model as **overrides (ModelConfig fields). The
     # speed/memory options are listed so that the command line can set them
     # (--config.model.overrides.remat=none); they change no parameter.
+    # "auto" takes the choice for the mesh's platform (models.PLATFORM_DEFAULTS).
     config.model.overrides = ml_collections.ConfigDict()
-    config.model.overrides.remat = "block"
-    config.model.overrides.scan_blocks = True
+    config.model.overrides.remat = "auto"  # or "block", "none"
+    config.model.overrides.scan_blocks = "auto"  # or True, False
     config.model.overrides.dtype = "float32"
-    config.model.overrides.conv_impl = "auto"
+    config.model.overrides.conv_impl = "auto"  # or "fast", "fast_rows", "lax"
 
     config.data = data.default_config()
 

@@ -84,3 +84,40 @@ def test_benchmark_reports_a_missing_reference_script(tmp_path):
     assert out.returncode == 1 and out.stderr.strip().endswith(
         "nope.py not found; pass --ref_bench PATH"
     )
+
+
+def test_roofline_bound_and_rate():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import roofline  # pylint: disable=g-import-not-at-top
+
+    # 1 TFLOP on 100 TFLOP/s is 10 ms; 1 GB at 1 TB/s is 1 ms: compute-bound.
+    assert roofline.roofline(1e12, 1e9, 100e12, 1e12) == (100.0, "compute")
+    assert roofline.roofline(1e9, 1e10, 100e12, 1e12) == (100.0, "memory")
+    assert set(roofline.ACCELERATORS) == set(roofline.SOURCES)
+    for name, spec in roofline.ACCELERATORS.items():
+        assert set(spec) == {"float32", "bfloat16", "hbm"}, name
+
+
+def test_gpu_run_rejects_bad_arguments(tmp_path):
+    script = str(ROOT / "benchmarks" / "gpu_run.sh")
+    out = subprocess.run(["bash", script, "--fast"], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "unknown argument --fast" in out.stderr
+    out = subprocess.run(["bash", script, "--ref", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert f"--ref {tmp_path} has no net/HAIR.py" in out.stderr
+
+
+def test_benchmark_imports_no_data_pipeline():
+    """GPU images carry jax and torch but not grain or tensorflow-datasets."""
+    code = (
+        "import sys; sys.path.insert(0, 'benchmarks'); import bench_model, roofline; "
+        "from hair_jax.nn import models, restormer; "
+        "print(sorted({m.split('.')[0] for m in sys.modules}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = out.stdout
+    assert "'jax'" in loaded and "'flax'" in loaded
+    for heavy in ("grain", "tensorflow_datasets", "tensorflow", "orbax"):
+        assert f"'{heavy}'" not in loaded, heavy

@@ -38,6 +38,9 @@ PROGRAMS = {
     "python benchmarks/bench_model.py": "benchmarks/bench_model.py",
     "python benchmarks/profile_block.py": "benchmarks/profile_block.py",
     "python benchmarks/bench_nafnet.py": "benchmarks/bench_nafnet.py",
+    "python benchmarks/roofline.py": "benchmarks/roofline.py",
+    "python benchmarks/ref_torch.py": "benchmarks/ref_torch.py",
+    "benchmarks/gpu_run.sh": "benchmarks/gpu_run.sh",
 }
 CONFIGS = sorted(
     p.stem for p in (ROOT / "configs").glob("*.py") if p.stem not in ("__init__", "common")
@@ -107,8 +110,10 @@ def _commands():
 
 
 def _defined_flags(source):
-    """Flag names a program defines (absl DEFINE_*, argparse add_argument)."""
+    """Flag names a program defines (absl DEFINE_*, argparse add_argument, a shell `case`)."""
     text = _read(ROOT / source)
+    if source.endswith(".sh"):
+        return set(re.findall(r"^\s*--([\w-]+)\)", text, re.M))
     names = set(re.findall(r'DEFINE_\w+\(\s*"(\w+)"', text))
     names |= {"no" + n for n in names}  # absl's negated booleans
     for args in re.findall(r'add_argument\(\s*((?:"-[^"]*"\s*,\s*)+)', text):
@@ -153,6 +158,7 @@ def test_programs_define_the_flags_we_look_for():
     assert {"checkpoint", "data_dir", "nosave_images"} <= _defined_flags("eval.py")
     assert {"checkpoint", "output", "max_pixels"} <= _defined_flags("hair_jax/restore.py")
     assert {"train-root", "data-dir", "folder"} <= _defined_flags("hair_jax/data/prepare.py")
+    assert {"ref", "out", "dry-run"} <= _defined_flags("benchmarks/gpu_run.sh")
     assert len(_commands()) >= 15
 
 

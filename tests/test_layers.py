@@ -1,5 +1,7 @@
 """Layer tests: fast conv paths equal lax.conv, PyTorch's pixel (un)shuffle order, norms."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -91,11 +93,14 @@ def _value_and_grads(f, x, kernel):
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, kernel)
 
 
+@pytest.mark.parametrize("row_loop", [True, False])
 @pytest.mark.parametrize("shape", [(2, 7, 9, 5), (1, 24, 16, 40)])
-def test_depthwise_custom_vjp_equals_lax_conv_values_and_gradients(shape):
-    """The hand-written backward (row-blocked kernel gradient) equals autodiff of lax.conv."""
+def test_depthwise_custom_vjp_equals_lax_conv_values_and_gradients(shape, row_loop):
+    """The hand-written backward (row-blocked or whole-image kernel gradient)
+    equals autodiff of lax.conv."""
     x, kernel = _x(shape), _x((3, 3, 1, shape[-1]), seed=1)
-    got = _value_and_grads(layers.depthwise_conv3x3, x, kernel)
+    fast = functools.partial(layers.depthwise_conv3x3, row_loop=row_loop)
+    got = _value_and_grads(fast, x, kernel)
     want = _value_and_grads(lambda x, k: _lax_conv(x, k, shape[-1]), x, kernel)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4)
@@ -117,11 +122,12 @@ def test_pointwise_custom_vjp_equals_einsum_values_and_gradients():
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("k,groups", [(1, 1), (3, 6)])
-def test_per_image_kernels_under_vmap_equal_a_loop(k, groups):
+@pytest.mark.parametrize("k,groups,row_loop", [(1, 1, False), (3, 6, True), (3, 6, False)])
+def test_per_image_kernels_under_vmap_equal_a_loop(k, groups, row_loop):
     """Per-image (dynamic) kernels: vmapped fast paths and their gradients equal a loop."""
     x, kernels = _x((3, 6, 5, 6)), _x((3, k, k, 6 // groups, 6), seed=1)
-    fast = layers.pointwise_conv if k == 1 else layers.depthwise_conv3x3
+    depthwise = functools.partial(layers.depthwise_conv3x3, row_loop=row_loop)
+    fast = layers.pointwise_conv if k == 1 else depthwise
     fast_kernels = kernels[:, 0, 0] if k == 1 else kernels
 
     def loss_fast(x, ks):

@@ -7,10 +7,12 @@ be forced before jax is imported:
   python tests/train_helpers.py --devices 2 train WORKDIR --num_processes 2 \
       --process_id 0 --coordinator 127.0.0.1:PORT
   python tests/train_helpers.py --devices 8 restore WORKDIR OUT.npz
+  python tests/train_helpers.py --devices 4 lower cuda OUT.json
 It is also a config file: python train.py --config=tests/train_helpers.py
 """
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -239,6 +241,42 @@ def _restore(args):
     np.savez(args.out, **params_dict(state))
 
 
+def _lower(args):
+    """Exports the tiny Res-HAIR's sharded train step for another platform.
+
+    The mesh is (data 2, model 2) over 4 CPU devices; the model takes the
+    choices of the target platform. Writes what the test checks as JSON.
+    """
+    import json  # pylint: disable=g-import-not-at-top
+
+    import jax  # pylint: disable=g-import-not-at-top
+
+    from hair_jax import train  # pylint: disable=g-import-not-at-top
+    from hair_jax.nn import models  # pylint: disable=g-import-not-at-top
+    from hair_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+
+    config = tiny_config(model_axis_size=2, shard_min_size=2**10)
+    config.model.variant, config.model.overrides = "tiny", {}
+    mesh = train.create_mesh(2)
+    target = models.platform_kind(args.platform)
+    run = train.setup(config, mesh, platform=target)
+    step = step_lib.jit_train_step(run.train_step, run.shardings, mesh)
+    size = models.MIN_SIZE
+    image = jax.ShapeDtypeStruct((4, size, size, 3), jax.numpy.float32)
+    batch = {"degraded": image, "clean": image, "task": jax.ShapeDtypeStruct((4,), "int32")}
+    exported = jax.export.export(step, platforms=(args.platform,))(run.abstract_state, batch)
+    text = exported.mlir_module()
+    facts = {
+        "platforms": list(exported.platforms),
+        "nr_devices": exported.nr_devices,
+        "sharded_params": sum("model" in str(s.spec) for s in jax.tree.leaves(run.shardings)),
+        "while_loops": text.count("stablehlo.while"),
+        "resolved": dataclasses.asdict(run.model_config.resolved(target)),
+    }
+    with open(args.out, "w") as f:
+        json.dump(facts, f)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--devices", type=int, default=1)
@@ -256,6 +294,9 @@ def main():
     p = sub.add_parser("restore")
     p.add_argument("workdir")
     p.add_argument("out")
+    p = sub.add_parser("lower")
+    p.add_argument("platform")
+    p.add_argument("out")
     args = parser.parse_args()
     os.environ["JAX_PLATFORMS"] = "cpu"
     os.environ["XLA_FLAGS"] = (
@@ -264,7 +305,7 @@ def main():
     import jax  # pylint: disable=g-import-not-at-top
 
     jax.config.update("jax_default_matmul_precision", "highest")
-    {"onestep": _onestep, "train": _train, "restore": _restore}[args.mode](args)
+    {"onestep": _onestep, "train": _train, "restore": _restore, "lower": _lower}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,35 @@ HYPER_LEVELS = ("latent", "decoder_level3", "decoder_level2", "decoder_level1", 
 ARCHS = ("res_hair", "restormer", "nafnet", "naf_hair")
 NAF_ARCHS = ("nafnet", "naf_hair")
 
+# What "auto" means for the speed options, per backend. They change how the
+# model computes, never its parameters or (beyond float rounding) its values.
+# CPU: the forms measured fastest on XLA:CPU; GPU/TPU: reasoned, not yet
+# measured (BENCHMARKS.md, "Per-backend choices", says why for each).
+PLATFORM_DEFAULTS = {
+    "cpu": {"conv_impl": "fast_rows", "remat": "block", "scan_blocks": True},
+    "gpu": {"conv_impl": "fast", "remat": "none", "scan_blocks": False},
+    "tpu": {"conv_impl": "fast", "remat": "block", "scan_blocks": True},
+}
+
+
+def platform_kind(platform: str | None = None) -> str:
+    """ "cpu", "gpu" or "tpu" for a JAX platform name (default: the default backend).
+
+    Accepts device platforms ("cpu", "gpu", "tpu") and export platforms
+    ("cuda", "rocm"); any other accelerator plugin gets the GPU choices.
+    """
+    platform = (platform or jax.default_backend()).lower()
+    return platform if platform in ("cpu", "tpu") else "gpu"
+
+
+def _parse_scan(value):
+    # Command-line overrides arrive as strings ("auto", "False").
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if value != "auto" and not isinstance(value, bool):
+        raise ValueError(f"scan_blocks must be True, False or 'auto', got {value!r}")
+    return value
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -49,15 +78,23 @@ class ModelConfig:
       dac_channels: DAC width; None means int(1.5 * dim) as released.
       dac_groups: GroupNorm groups in the DAC.
       hsn_depth: hidden layers of each HSN.
-      conv_impl: "auto" (exact fast paths for 1x1 and depthwise convs) or
-        "lax" (always `lax.conv_general_dilated`).
+      conv_impl: "fast" (exact fast paths for 1x1 and depthwise convs),
+        "fast_rows" (the same, with the depthwise kernel gradient summed over
+        blocks of rows in a loop: the XLA:CPU form), "lax" (always
+        `lax.conv_general_dilated`) or "auto" (per backend, see
+        `PLATFORM_DEFAULTS`).
       dtype: compute dtype ("float32" or "bfloat16"); parameters, norms,
         softmax, L2 normalisation and the DAC's pooling stay float32.
       remat: "block" recomputes each transformer block's forward in the
         backward pass (only block inputs are kept: far less memory, one more
-        forward of compute); "none" keeps every activation.
+        forward of compute); "none" keeps every activation; "auto" per backend.
       scan_blocks: run the blocks of each level with `jax.lax.scan` (one
-        compiled block per level: shorter compiles, same results).
+        compiled block per level: shorter compiles, same results); "auto"
+        per backend.
+
+    "auto" is resolved when the model is built (`build_model(platform=)`,
+    default: the default backend; training passes its mesh's platform); the
+    model keeps the config as given, so an export resolves where it is loaded.
     """
 
     arch: str = "res_hair"
@@ -77,8 +114,8 @@ class ModelConfig:
     hsn_depth: int = 3
     conv_impl: str = "auto"
     dtype: str = "float32"
-    remat: str = "block"
-    scan_blocks: bool = True
+    remat: str = "auto"
+    scan_blocks: bool | str = "auto"
 
     def __post_init__(self):
         # Tuples keep the config hashable even when built from JSON lists.
@@ -103,12 +140,15 @@ class ModelConfig:
             raise ValueError(
                 f"layer_norm must be 'WithBias' or 'BiasFree', got {self.layer_norm!r}"
             )
-        if self.conv_impl not in ("auto", "lax"):
-            raise ValueError(f"conv_impl must be 'auto' or 'lax', got {self.conv_impl!r}")
+        if self.conv_impl not in ("auto", *layers.CONV_IMPLS):
+            raise ValueError(
+                f"conv_impl must be one of {('auto', *layers.CONV_IMPLS)}, got {self.conv_impl!r}"
+            )
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
-        if self.remat not in stages.REMAT:
-            raise ValueError(f"remat must be one of {stages.REMAT}, got {self.remat!r}")
+        if self.remat not in ("auto", *stages.REMAT):
+            raise ValueError(f"remat must be one of {('auto', *stages.REMAT)}, got {self.remat!r}")
+        object.__setattr__(self, "scan_blocks", _parse_scan(self.scan_blocks))
         levels = 1 + len(self.dec_blocks) if self.arch in NAF_ARCHS else len(HYPER_LEVELS)
         if self.num_box is not None and len(self.num_box) != levels:
             raise ValueError(f"num_box needs {levels} entries, got {self.num_box}")
@@ -124,6 +164,12 @@ class ModelConfig:
     @property
     def giv_dim(self) -> int:
         return 2 * self.dim
+
+    def resolved(self, platform: str | None = None) -> ModelConfig:
+        """This config with every "auto" replaced by `platform`'s choice."""
+        choices = PLATFORM_DEFAULTS[platform_kind(platform)]
+        auto = {k: v for k, v in choices.items() if getattr(self, k) == "auto"}
+        return dataclasses.replace(self, **auto) if auto else self
 
     def conv_kwargs(self) -> dict[str, Any]:
         return {"impl": self.conv_impl, "dtype": jnp.dtype(self.dtype)}
@@ -326,23 +372,39 @@ class _KeyStream:
 
 
 def build_model(
-    variant: str | ModelConfig, *, rngs: nnx.Rngs | None = None, **overrides
+    variant: str | ModelConfig,
+    *,
+    rngs: nnx.Rngs | None = None,
+    platform: str | None = None,
+    **overrides,
 ) -> nnx.Module:
-    """Builds ResHAIR, Restormer, NAFNet or NAFHAIR from a variant name or `ModelConfig`."""
+    """Builds ResHAIR, Restormer, NAFNet or NAFHAIR from a variant name or `ModelConfig`.
+
+    `platform` ("cpu", "gpu"/"cuda", "tpu"; default: the default backend)
+    decides what the config's "auto" speed options become (see
+    `PLATFORM_DEFAULTS`).
+    """
     cfg = get_config(variant, **overrides)
+    run_cfg = cfg.resolved(platform)
     rngs = _KeyStream((rngs if rngs is not None else nnx.Rngs(0)).params())
-    if cfg.arch == "restormer":
-        return restormer.Restormer(cfg, rngs=rngs)
-    if cfg.arch == "nafnet":
-        return nafnet.NAFNet(cfg, rngs=rngs)
-    if cfg.arch == "naf_hair":
-        return nafnet.NAFHAIR(cfg, rngs=rngs)
-    return ResHAIR(cfg, rngs=rngs)
+    classes = {
+        "restormer": restormer.Restormer,
+        "nafnet": nafnet.NAFNet,
+        "naf_hair": nafnet.NAFHAIR,
+    }
+    model = classes.get(cfg.arch, ResHAIR)(run_cfg, rngs=rngs)
+    # Keep "auto" in the recorded config: exports then resolve where they run.
+    model.config = cfg
+    return model
 
 
-def abstract_model(variant: str | ModelConfig, **overrides) -> nnx.Module:
+def abstract_model(
+    variant: str | ModelConfig, *, platform: str | None = None, **overrides
+) -> nnx.Module:
     """The model with `jax.ShapeDtypeStruct` leaves: nothing is allocated."""
-    return nnx.eval_shape(lambda: build_model(variant, rngs=nnx.Rngs(0), **overrides))
+    return nnx.eval_shape(
+        lambda: build_model(variant, rngs=nnx.Rngs(0), platform=platform, **overrides)
+    )
 
 
 def count_params(model: nnx.Module) -> int:

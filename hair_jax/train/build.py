@@ -40,14 +40,21 @@ class Setup:
         return init_train_state(self.init_fn, self.shardings, self.seed)
 
 
-def setup(config, mesh=None):
-    """Builds mesh, model and optimizer; the state stays abstract."""
+def setup(config, mesh=None, platform=None):
+    """Builds mesh, model and optimizer; the state stays abstract.
+
+    `platform` ("cpu", "gpu", "tpu") resolves the model's "auto" options;
+    default: that of the mesh's devices. Another one is for lowering the step
+    for a different accelerator (tests/test_lowering.py).
+    """
     tc = config.train
     mesh = mesh or create_mesh(tc.get("model_axis_size", 1))
     schedule = make_schedule(tc)
     tx = make_optimizer(tc, schedule)
     mcfg = model_config(config)
-    graphdef, init_fn = make_init_fn(mcfg, tx, tc.ema_decay > 0)
+    # "auto" model options follow the devices the step will run on.
+    platform = platform or mesh.devices.flat[0].platform
+    graphdef, init_fn = make_init_fn(mcfg, tx, tc.ema_decay > 0, platform)
     abstract, shardings = abstract_train_state(init_fn, mesh, tc.get("shard_min_size", 2**18))
     step = make_train_step(graphdef, tx, schedule, tc.ema_decay)
     return Setup(mesh, mcfg, graphdef, schedule, step, abstract, shardings, init_fn, tc.seed)

@@ -69,14 +69,18 @@ def make_optimizer(train_cfg, schedule):
     return adamw
 
 
-def make_init_fn(model_cfg, tx, use_ema):
-    """Returns (graphdef, init_fn: rng -> TrainState) for `model_cfg`."""
+def make_init_fn(model_cfg, tx, use_ema, platform=None):
+    """Returns (graphdef, init_fn: rng -> TrainState) for `model_cfg`.
+
+    `platform` (that of the mesh's devices) resolves the config's "auto"
+    speed options; None means the default backend.
+    """
 
     def build(rng):
-        model = models.build_model(model_cfg, rngs=nnx.Rngs(params=rng))
+        model = models.build_model(model_cfg, rngs=nnx.Rngs(params=rng), platform=platform)
         return nnx.split(model, nnx.Param, ...)
 
-    abstract_model = nnx.eval_shape(lambda: models.build_model(model_cfg, rngs=nnx.Rngs(0)))
+    abstract_model = models.abstract_model(model_cfg, platform=platform)
     graphdef, _, _ = nnx.split(abstract_model, nnx.Param, ...)
 
     def init_fn(rng):
