@@ -17,7 +17,7 @@ import train_helpers
 from hair_jax import train as hair_train
 from hair_jax.data import builders, synthetic
 from hair_jax.data.pipeline import TestImage as Pair  # not collected as a test class
-from hair_jax.evaluation import metrics
+from hair_jax.evaluation import giv, metrics
 from hair_jax.experiments import ablation
 from hair_jax.nn import models
 from hair_jax.train.config import model_config
@@ -166,8 +166,6 @@ def test_giv_swap_feeds_another_degradations_giv():
         swap["derain"]["own"] - swap["derain"]["swapped"]
     )
     # GIV measures of the same images: separation of giv.py, entropy of the HSN softmaxes.
-    from hair_jax import giv
-
     probes = giv.probes_from_test_sets(sets)
     measures = ablation.giv_measures(predictor, probes, batch_size=4)
     givs = model.giv(jnp.asarray(np.stack([p.image for p in probes])))

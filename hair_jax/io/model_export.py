@@ -82,7 +82,10 @@ def _check_types(d: dict) -> None:
         if not hasattr(default, name):
             continue  # from_dict names the unknown fields
         want = getattr(default, name)
-        if isinstance(want, bool) or name in ("bias", "scan_blocks"):
+        if name == "scan_blocks":  # True, False or "auto" (per backend)
+            ok = isinstance(value, bool) or value == "auto"
+            kind = 'true, false or "auto"'
+        elif isinstance(want, bool) or name == "bias":
             ok = isinstance(value, bool)
             kind = "true or false"
         elif isinstance(want, int) or name == "dac_channels":
