@@ -6,16 +6,18 @@ Command (the default of train.py):
 Expected: on a 2-core CPU it finishes in about 4 minutes (about 0.6 s per
 step plus half a minute of compilation) and prints an evaluation table on
 the synthetic test sets in which the restored PSNR beats the degraded
-input's PSNR for every task. Measured on 2026-11-27 in a fresh clone with
-the README's command (4 min 4 s in all: pip install 50 s, train.py 3 min
-14 s): denoise 15/25/50 +1.13/+1.77/+1.85 dB, derain +1.13, dehaze
-+1.28. Checkpoints, TensorBoard events (scalars and degraded|restored|clean
-grids) and config.json land in runs/demo-<timestamp>/ (or --workdir).
+input's PSNR for every task. Measured on 2026-12-03 in a fresh clone with
+the README's command on a 2-core AMD EPYC machine (4 min 19 s in all,
+pip install included): denoise 15/25/50 +0.78/+1.55/+1.76 dB, derain
++1.11, dehaze +2.08 (the code of 2026-11-27 gives the same table on that
+machine; the numbers differ between processor kinds). Checkpoints,
+TensorBoard events (scalars and degraded|restored|clean grids) and
+config.json land in runs/demo-<timestamp>/ (or --workdir).
 
 `python eval.py --checkpoint runs/demo-<timestamp> --giv_plot giv.png`
-then draws the GIVs. On the same day it measured the nearest-centroid
-accuracy of the degradation type from the GIV at 50.5% (chance 33.3%), and
-of the task at 31.7% (chance 20%): 250 steps do not teach the DAC to
+then draws the GIVs. On the same run it measured the nearest-centroid
+accuracy of the degradation type from the GIV at 44.0% (chance 33.3%), and
+of the task at 26.7% (chance 20%): 250 steps do not teach the DAC to
 separate the degradations (see README, "Colab notebook and the GIV picture").
 """
 

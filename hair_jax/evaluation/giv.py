@@ -340,7 +340,7 @@ def plot_selectors(gmap: GivMap):
             else f"; max |w - 1/{boxes}| = {spread:.3f}, entropy {entropy:.3f}"
         )
         ax.set_title(f"{level}: {blocks} block(s) x {boxes} boxes{detail}", fontsize=10, loc="left")
-        fig.colorbar(image, ax=ax, label=f"mean weight (white: uniform 1/{boxes})", pad=0.01)
+        fig.colorbar(image, ax=ax, label=f"weight (white = 1/{boxes})", pad=0.01)
     return fig
 
 
