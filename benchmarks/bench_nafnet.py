@@ -1,7 +1,7 @@
 """Inference time of our NAFNet vs the official PyTorch NAFNet, and NAF-HAIR's overhead.
 
     python benchmarks/bench_nafnet.py                                    # ours only
-    python benchmarks/bench_nafnet.py --nafnet /tmp/NAFNet --torch_python /tmp/torchenv/bin/python
+    python benchmarks/bench_nafnet.py --nafnet NAFNET_CHECKOUT --torch_python TORCH_PYTHON
 
 Prints one JSON line per measurement: `s` is the best of --repeats forward
 passes after a warm-up (the compile is not included), batch 1, on
