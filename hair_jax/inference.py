@@ -70,6 +70,11 @@ class Predictor:
         if self.has_giv:
             self._giv = self.jit(lambda m, x: m.giv(x))
             self._forward_giv = self.jit(lambda m, x, g: jnp.clip(m(x, giv=g), 0.0, 1.0))
+            self._selectors = self.jit(lambda m, g: m.selectors(g))
+
+    def load(self, model: nnx.Module) -> None:
+        """Runs `model`'s weights from now on; it must have the same graph (no recompile)."""
+        self.state = nnx.split(model)[1]
 
     def jit(self, fn: Callable) -> Callable:
         """Jits `fn(model, *args)` into `f(*args)`, counting its traces."""
@@ -90,6 +95,10 @@ class Predictor:
     def giv(self, x) -> jax.Array:
         """The GIV [B, D] of images x [B, H, W, 3] (Res-HAIR only)."""
         return self._giv(x)
+
+    def selectors(self, giv) -> dict[str, jax.Array]:
+        """Each hyper level's HSN softmax [num_blocks, B, num_box] for `giv` [B, D]."""
+        return self._selectors(giv)
 
 
 def _round_up(n: int, step: int) -> int:

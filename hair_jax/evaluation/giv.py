@@ -171,7 +171,6 @@ def collect(model, probes: Sequence[Probe], *, batch_size: int = 8) -> GivMap:
     if not probes:
         raise ValueError("no images to compute GIVs of")
     predictor = inference.Predictor(model)
-    selectors_of = predictor.jit(lambda m, g: m.selectors(g))
     givs = [None] * len(probes)
     by_shape = {}
     for i, probe in enumerate(probes):
@@ -185,7 +184,7 @@ def collect(model, probes: Sequence[Probe], *, batch_size: int = 8) -> GivMap:
             for j, i in enumerate(chunk):
                 givs[i] = out[j]
     givs = np.stack(givs)
-    selectors = jax.tree.map(np.asarray, selectors_of(jnp.asarray(givs)))
+    selectors = jax.tree.map(np.asarray, predictor.selectors(jnp.asarray(givs)))
     return GivMap(
         givs=givs,
         tasks=tuple(p.task for p in probes),

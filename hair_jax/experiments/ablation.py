@@ -233,10 +233,6 @@ def run_config(preset: Preset, setting: str, model_cfg, seed: int, data_dir: str
 # ---------------------------------------------------------------------------
 # Measures
 # ---------------------------------------------------------------------------
-def _kind(task: str) -> str:
-    return giv.KINDS.get(task, task)
-
-
 def swap_pairs(test_sets, max_images=None) -> list[tuple[str, int, str, int]]:
     """(set, image index, donor set, donor index) for the GIV swap.
 
@@ -245,7 +241,7 @@ def swap_pairs(test_sets, max_images=None) -> list[tuple[str, int, str, int]]:
     type (`giv.KINDS`) differs.
     """
     names = list(test_sets)
-    kinds = [_kind(test_sets[n][0].task) for n in names]
+    kinds = [giv.KINDS.get(test_sets[n][0].task, test_sets[n][0].task) for n in names]
     pairs = []
     for i, name in enumerate(names):
         donors = [names[(i + k) % len(names)] for k in range(1, len(names))]
@@ -338,13 +334,10 @@ def _read_json(path: str):
 
 def _predictor(model, reuse=None):
     """A Predictor of `model`; `reuse`, one of the same architecture, keeps its compiled functions."""
-    if reuse is not None:
-        reuse.state = nnx.split(model)[1]  # its jitted functions take the state as an argument
-        return reuse
-    predictor = inference.Predictor(model)
-    if predictor.has_giv:
-        predictor.selectors = predictor.jit(lambda m, g: m.selectors(g))
-    return predictor
+    if reuse is None:
+        return inference.Predictor(model)
+    reuse.load(model)
+    return reuse
 
 
 def _model_at(config, workdir: str, step: int):
