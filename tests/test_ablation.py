@@ -226,6 +226,33 @@ def test_sweep_resumes_after_a_kill_and_never_retrains(tmp_path, data_dir, monke
     with open(os.path.join(out, "results.md")) as f:
         assert "| restormer | 2 |" in f.read()
 
+    # One run again on its own, in a fresh --out: the same numbers.
+    alone = ablation.sweep(
+        TINY, str(tmp_path / "alone"), data_dir=data_dir, only=[("3d", "restormer", 1)]
+    )
+    with open(
+        os.path.join(tmp_path, "alone", "runs", "3d", "restormer", "seed1", "result.json")
+    ) as f:
+        again = json.load(f)
+    assert again["final"] == records[1]["final"] and again["curve"] == records[1]["curve"]
+    assert again["giv_swap"] == records[1]["giv_swap"]
+    assert alone["settings"]["3d"]["restormer"]["psnr"]["average"]["n"] == 1
+
+
+@pytest.mark.parametrize(
+    "run, message",
+    [
+        ("3d/restormer", "expected SETTING/ARM/SEED, e.g. 3d/res_hair/1"),
+        ("3d/res_hair/7", "3d/res_hair/7 is not a run of preset 'cpu'"),
+    ],
+)
+def test_bad_run_is_one_line(tmp_path, capsys, run, message):
+    with pytest.raises(SystemExit) as e:
+        ablation.main(["--out", str(tmp_path / "study"), "--run", run])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err
+
 
 def test_unwritable_out_is_one_line(tmp_path, capsys):
     blocker = tmp_path / "file"

@@ -87,10 +87,23 @@ class Preset:
     max_images: int | None
     runs: tuple[tuple[str, str, tuple[int, ...]], ...]
 
-    def run_list(self) -> list[tuple[str, str, int]]:
-        """Every (setting, arm, seed) in order: seed-major, so each seed's arms finish together."""
+    def run_list(self, only=None) -> list[tuple[str, str, int]]:
+        """Every (setting, arm, seed) in order: seed-major, so each seed's arms finish together.
+
+        Args:
+          only: if given, keep just these (setting, arm, seed) runs; each
+            must be a run of the preset (else ValueError).
+        """
         seeds = sorted({s for _, _, ss in self.runs for s in ss})
-        return [(st, arm, s) for s in seeds for st, arm, ss in self.runs if s in ss]
+        runs = [(st, arm, s) for s in seeds for st, arm, ss in self.runs if s in ss]
+        if only is None:
+            return runs
+        unknown = sorted(set(only) - set(runs))
+        if unknown:
+            raise ValueError(
+                f"{'/'.join(map(str, unknown[0]))} is not a run of preset {self.name!r}"
+            )
+        return [r for r in runs if r in set(only)]
 
     def eval_steps(self) -> list[int]:
         """The steps evaluated during training, 0 (initialisation) included."""
@@ -99,7 +112,7 @@ class Preset:
 
 _MAIN_PAIR = (BASELINE, "res_hair")
 PRESETS = {
-    # A 2-core CPU in about two hours (the estimate is in docs/results.md).
+    # A free 2-core CPU in about two hours (measured: docs/results.md).
     "cpu": Preset(
         name="cpu",
         dim=16,
@@ -107,7 +120,7 @@ PRESETS = {
         num_refinement_blocks=1,
         heads=(1, 2, 4, 8),
         dac_groups=24,
-        patch_size=64,
+        patch_size=48,
         batch_size=4,
         num_steps=2000,
         warmup_steps=100,
@@ -117,9 +130,9 @@ PRESETS = {
         max_images=None,
         runs=(
             *(("3d", arm, (0, 1, 2)) for arm in _MAIN_PAIR),
-            ("3d", "res_hair_1box", (0, 1)),
-            ("3d", "restormer_wide", (0, 1)),
-            *(("5d", arm, (0, 1)) for arm in _MAIN_PAIR),
+            ("3d", "res_hair_1box", (0,)),
+            ("3d", "restormer_wide", (0,)),
+            *(("5d", arm, (0,)) for arm in _MAIN_PAIR),
         ),
     ),
     # The same study at the paper's width and depth, for a GPU.
@@ -430,14 +443,18 @@ def _test_data(data_dir: str, setting: str, max_images):
     return sets, giv.probes_from_test_sets(sets, max_images)
 
 
-def sweep(preset: Preset, out: str, *, data_dir: str | None = None, log=print) -> dict:
+def sweep(preset: Preset, out: str, *, data_dir: str | None = None, only=None, log=print) -> dict:
     """Runs every run of `preset` not yet done under `out`, then summarises.
+
+    Args:
+      only: if given, a collection of (setting, arm, seed) runs of the preset:
+        run and summarise just these (to reproduce one run on its own).
 
     Returns:
       The summary (results.json's contents; see `summarize`).
     """
     data_dir = os.path.expanduser(data_dir or data.default_data_dir())
-    runs = preset.run_list()
+    runs = preset.run_list(only)
     wide = matched_width(preset) if any(a == "restormer_wide" for _, a, _ in runs) else None
     loaded = {}
     records = []
@@ -640,14 +657,32 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--data_dir", default=None, help="default $HAIR_DATA_DIR or ~/tensorflow_datasets"
     )
+    parser.add_argument(
+        "--run",
+        action="append",
+        metavar="SETTING/ARM/SEED",
+        help="only this run of the preset, e.g. 3d/res_hair/1 (repeatable); "
+        "to reproduce one run's numbers, give a fresh --out",
+    )
     args = parser.parse_args(argv)
     out = args.out or os.path.join("runs", f"ablation-{args.preset}")
+    preset = PRESETS[args.preset]
     try:
         evaluate.check_output(out)
+        only = None if args.run is None else [_parse_run(r) for r in args.run]
+        preset.run_list(only)  # each --run is a run of the preset
     except ValueError as e:
         cli.fail(parser.prog, e)
     cli.quiet_logs()
-    sweep(PRESETS[args.preset], out, data_dir=args.data_dir)
+    sweep(preset, out, data_dir=args.data_dir, only=only)
+
+
+def _parse_run(text: str) -> tuple[str, str, int]:
+    """'3d/res_hair/1' -> ('3d', 'res_hair', 1)."""
+    parts = text.split("/")
+    if len(parts) != 3 or not parts[2].isdigit():
+        raise ValueError(f"--run {text!r}: expected SETTING/ARM/SEED, e.g. 3d/res_hair/1")
+    return parts[0], parts[1], int(parts[2])
 
 
 if __name__ == "__main__":
