@@ -68,7 +68,8 @@ class Preset:
         (None: all).
       max_images: test images per set at the final evaluation, the GIV swap
         and the GIV probes (None: all).
-      runs: (setting, arm, seeds) triples.
+      runs: (setting, arm, seeds) triples, run in this order (list what
+        matters most first: an interrupted sweep has those).
     """
 
     name: str
@@ -88,14 +89,13 @@ class Preset:
     runs: tuple[tuple[str, str, tuple[int, ...]], ...]
 
     def run_list(self, only=None) -> list[tuple[str, str, int]]:
-        """Every (setting, arm, seed) in order: seed-major, so each seed's arms finish together.
+        """Every (setting, arm, seed) in the order of `runs`, each entry's seeds in turn.
 
         Args:
           only: if given, keep just these (setting, arm, seed) runs; each
             must be a run of the preset (else ValueError).
         """
-        seeds = sorted({s for _, _, ss in self.runs for s in ss})
-        runs = [(st, arm, s) for s in seeds for st, arm, ss in self.runs if s in ss]
+        runs = [(st, arm, s) for st, arm, ss in self.runs for s in ss]
         if only is None:
             return runs
         unknown = sorted(set(only) - set(runs))
@@ -129,7 +129,7 @@ PRESETS = {
         curve_images=8,
         max_images=None,
         runs=(
-            *(("3d", arm, (0, 1, 2)) for arm in _MAIN_PAIR),
+            *(("3d", arm, (seed,)) for seed in (0, 1, 2) for arm in _MAIN_PAIR),
             ("3d", "res_hair_1box", (0,)),
             ("3d", "restormer_wide", (0,)),
             *(("5d", arm, (0,)) for arm in _MAIN_PAIR),
@@ -152,8 +152,8 @@ PRESETS = {
         curve_images=None,
         max_images=None,
         runs=(
-            *(("3d", arm, (0, 1, 2)) for arm in ARMS),
-            *(("5d", arm, (0, 1, 2)) for arm in _MAIN_PAIR),
+            *(("3d", arm, (seed,)) for seed in (0, 1, 2) for arm in ARMS),
+            *(("5d", arm, (seed,)) for seed in (0, 1, 2) for arm in _MAIN_PAIR),
         ),
     ),
 }
