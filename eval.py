@@ -4,10 +4,13 @@
   python eval.py --checkpoint runs/demo --step 200 --raw_weights
   python eval.py --checkpoint exports/hair3d           # a model export
   python eval.py --checkpoint hair3d.ckpt --data_dir /data/tfds   # the authors' weights
+  python eval.py --checkpoint res_hair.jaxexport       # a standalone artifact
 
 --checkpoint is a training workdir (EMA weights when the run kept them), a
-model export (`hair_jax.save_model`, `python -m hair_jax.convert`) or the
-authors' PyTorch Lightning .ckpt; the kind is detected. Without --data_dir the
+model export (`hair_jax.save_model`, `python -m hair_jax.convert`), the
+authors' PyTorch Lightning .ckpt or a standalone artifact (`python -m
+hair_jax.export`: .jaxexport, or .onnx, which pads or tiles every image to
+its one size); the kind is detected. Without --data_dir the
 embedded synthetic test sets are used (right after `python train.py`); with
 it, the TFDS sets of the three-task (BSD68 sigma 15/25/50, Rain100L, SOTS,
 Urban100 when built) or five-task (--setting 5d) table. Results go to
@@ -29,7 +32,9 @@ from hair_jax import cli
 
 PROG = "eval.py"
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "Training workdir, model export or PyTorch .ckpt (required)."
+    "checkpoint",
+    None,
+    "Training workdir, model export, PyTorch .ckpt or standalone artifact (required).",
 )
 _STEP = flags.DEFINE_integer("step", None, "Workdirs: evaluate this step (default: latest).")
 _RAW = flags.DEFINE_bool("raw_weights", False, "Workdirs: the raw weights, not the EMA.")

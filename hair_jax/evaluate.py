@@ -50,7 +50,8 @@ def default_output(loaded, data_name: str) -> str:
     if loaded.kind == loading.WORKDIR:
         step = f"{loaded.step}-raw" if loaded.weights == "raw" else str(loaded.step)
         return os.path.join(path, "eval", step, data_name)
-    stem = os.path.splitext(path)[0] if loaded.kind == loading.TORCH else path.rstrip(os.sep)
+    is_file = loaded.kind in (loading.TORCH, loading.ARTIFACT)
+    stem = os.path.splitext(path)[0] if is_file else path.rstrip(os.sep)
     return os.path.join(f"{stem}-eval", data_name)
 
 
@@ -108,7 +109,8 @@ def evaluate_checkpoint(
       A `Report`.
     """
     loaded = loading.load_model(path, step=step, raw_weights=raw_weights)
-    if giv_plot and not callable(getattr(loaded.model, "giv", None)):
+    predictor = inference.as_predictor(loaded.model)
+    if giv_plot and not predictor.has_giv:
         raise ValueError(f"--giv_plot needs a Res-HAIR model; {loaded.describe()} has no GIV")
     log(f"Model: {loaded.describe()}")
     setting = setting or _setting_of(loaded)
@@ -120,7 +122,6 @@ def evaluate_checkpoint(
     )
     output = output or default_output(loaded, data_cfg.name)
     check_output(output)
-    predictor = inference.Predictor(loaded.model)
     start = time.perf_counter()
     rows = protocol.evaluate_sets(
         predictor,
@@ -130,6 +131,7 @@ def evaluate_checkpoint(
         image_dir=os.path.join(output, "images") if save_images else None,
     )
     seconds = time.perf_counter() - start
+    compiles = predictor.traces  # of the evaluation (an artifact's GIV plot adds its own)
     meta, giv_summary = {}, None
     if giv_plot:
         probes = giv.probes_for(
@@ -146,10 +148,12 @@ def evaluate_checkpoint(
         kind=loaded.kind,
         step=loaded.step,
         weights=loaded.weights,
-        model=dataclasses.asdict(loaded.model.config),
+        model=loaded.model.manifest.model
+        if loaded.kind == loading.ARTIFACT
+        else dataclasses.asdict(loaded.model.config),
         data={"name": data_cfg.name, "data_dir": data_cfg.data_dir},
         max_images=max_images,
-        compiles=predictor.traces,
+        compiles=compiles,
         seconds=round(seconds, 3),
         **meta,
     )
@@ -160,7 +164,7 @@ def evaluate_checkpoint(
         data_cfg.data_dir,
         output,
         files,
-        predictor.traces,
+        compiles,
         seconds,
         giv_summary=giv_summary,
     )

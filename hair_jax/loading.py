@@ -1,4 +1,4 @@
-"""A model from any checkpoint kind: a training workdir, a model export or a .ckpt.
+"""A model from any checkpoint kind: a workdir, a model export, a .ckpt or an artifact.
 
     loaded = load_model(path)          # LoadedModel: .model, .kind, .step, ...
     loaded = load_model(workdir, step=2000, raw_weights=True)
@@ -12,7 +12,11 @@ The three kinds `load_model` tells apart:
     or a workdir's `export/` at the end of training): `config.json` (the model
     config) and `params/`;
   * the authors' PyTorch Lightning `.ckpt` (or a bare state_dict file), read
-    without torch (`hair_jax.io.torch_import`).
+    without torch (`hair_jax.io.torch_import`);
+  * a standalone artifact (`python -m hair_jax.export`: `*.jaxexport` or
+    `*.onnx`, `hair_jax.io.artifacts`): no NNX model then, `LoadedModel.model`
+    is the artifact itself, which has the interface of
+    `hair_jax.inference.Predictor`.
 
 This sits above `hair_jax.train` because reading a workdir means rebuilding
 its train state; the commands (eval.py, hair-restore) use it.
@@ -26,6 +30,7 @@ import os
 import ml_collections
 from flax import nnx
 
+from hair_jax.io import artifacts
 from hair_jax.io.files import error_line
 from hair_jax.io.model_export import (
     CONFIG_FILE,
@@ -37,7 +42,7 @@ from hair_jax.io.model_export import (
 from hair_jax.io.torch_import import load_torch_checkpoint
 from hair_jax.train import ConfigError, restore_train_state
 
-WORKDIR, EXPORT, TORCH = "workdir", "export", "torch"
+WORKDIR, EXPORT, TORCH, ARTIFACT = "workdir", "export", "torch", "artifact"
 
 
 @dataclasses.dataclass
@@ -45,8 +50,8 @@ class LoadedModel:
     """A model and where it came from.
 
     Attributes:
-      model: the NNX model, ready to run.
-      kind: WORKDIR, EXPORT or TORCH.
+      model: the NNX model, ready to run (ARTIFACT: the artifact).
+      kind: WORKDIR, EXPORT, TORCH or ARTIFACT.
       path: the checkpoint path as given.
       step: the training step (workdirs only, else None).
       weights: "ema" or "raw" for workdirs, else None.
@@ -65,12 +70,16 @@ class LoadedModel:
         if self.kind == WORKDIR:
             weights = "EMA" if self.weights == "ema" else "raw"
             return f"{self.path} (training workdir, step {self.step}, {weights} weights)"
+        if self.kind == ARTIFACT:
+            return self.model.describe()
         return f"{self.path} ({'model export' if self.kind == EXPORT else 'PyTorch checkpoint'})"
 
 
 def checkpoint_kind(path: str | os.PathLike) -> str:
-    """WORKDIR, EXPORT or TORCH for `path`; ExportError naming it otherwise."""
+    """WORKDIR, EXPORT, TORCH or ARTIFACT for `path`; ExportError naming it otherwise."""
     path = os.fspath(path)
+    if artifacts.artifact_kind(path):
+        return ARTIFACT
     if os.path.isdir(os.path.join(path, "checkpoints")):
         return WORKDIR
     if os.path.isfile(os.path.join(path, CONFIG_FILE)) and os.path.isdir(
@@ -105,7 +114,9 @@ def load_model(
     path = os.fspath(path)
     kind = checkpoint_kind(path)
     if kind != WORKDIR and (step is not None or raw_weights):
-        what = "a model export" if kind == EXPORT else "a PyTorch checkpoint"
+        what = {EXPORT: "a model export", TORCH: "a PyTorch checkpoint"}.get(
+            kind, "a standalone artifact"
+        )
         raise ExportError(
             f"{path} is {what}: --step and --raw_weights apply to training workdirs only"
         )
@@ -113,6 +124,11 @@ def load_model(
         return LoadedModel(load_checkpoint(path), kind, path)
     if kind == TORCH:
         return LoadedModel(load_torch_checkpoint(path), kind, path)
+    if kind == ARTIFACT:
+        try:
+            return LoadedModel(artifacts.read_artifact(path), kind, path)
+        except artifacts.ArtifactError as e:
+            raise ExportError(str(e)) from None
     return _load_workdir(path, step, raw_weights)
 
 

@@ -176,10 +176,14 @@ class Restorer:
             except Exception as e:  # noqa: BLE001 - any decoder error means a bad file
                 self.fail(job.source, _unreadable(job.source, e))
                 continue
-            size = inference.padded_size(
-                *job.size, min_size=self.predictor.min_size, bucket=o.bucket
-            )
-            too_big = size[0] * size[1] > o.max_pixels
+            fixed = self.predictor.fixed_size  # an ONNX artifact's one size
+            if fixed:
+                size, too_big = (fixed, fixed), max(job.size) > fixed
+            else:
+                size = inference.padded_size(
+                    *job.size, min_size=self.predictor.min_size, bucket=o.bucket
+                )
+                too_big = size[0] * size[1] > o.max_pixels
             if (o.tile and max(job.size) > o.tile) or (not o.tile and too_big):
                 tiled.append(job)
             else:
@@ -200,7 +204,7 @@ class Restorer:
         return picture
 
     def _run_bucket(self, size, jobs: list[Job]) -> None:
-        per_call = max(
+        per_call = self.predictor.fixed_batch or max(
             1, min(self.options.batch_size, self.options.max_pixels // (size[0] * size[1]))
         )
         for start in range(0, len(jobs), per_call):
@@ -286,7 +290,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     parser.add_argument(
-        "--checkpoint", required=True, help="training workdir, model export or PyTorch .ckpt"
+        "--checkpoint",
+        required=True,
+        help="training workdir, model export, PyTorch .ckpt or standalone artifact "
+        "(.jaxexport, .onnx)",
     )
     parser.add_argument("--output", required=True, help="output folder (created if needed)")
     parser.add_argument("--step", type=int, help="workdirs: this step instead of the latest")
@@ -349,10 +356,13 @@ def main(argv=None) -> int:
 
 
 def restore_paths(model, inputs, out_dir: str, options: Options, *, progress=None) -> int:
-    """Restores files and folders `inputs` into `out_dir`; returns the exit code."""
+    """Restores files and folders `inputs` into `out_dir`; returns the exit code.
+
+    `model`: an NNX model, a `Predictor` or a standalone artifact.
+    """
     start = time.perf_counter()
     jobs, skipped, errors = collect_jobs(inputs, out_dir, options)
-    restorer = Restorer(inference.Predictor(model), options, progress=progress)
+    restorer = Restorer(inference.as_predictor(model), options, progress=progress)
     for path, message in errors:
         restorer.fail(path, message)
     for target in skipped:

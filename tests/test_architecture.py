@@ -25,6 +25,9 @@ LAZY_IMPORTS = {
     ("hair_jax/experiments/ablation.py", "from matplotlib.figure import Figure"),
     ("hair_jax/evaluation/giv.py", "from sklearn.manifold import TSNE"),  # optional (t-SNE)
     ("hair_jax/restore.py", "from hair_jax import loading"),  # after the flags are checked
+    # Optional: ONNX artifacts (the onnx extra; jax2onnx installed apart, README).
+    ("hair_jax/export.py", "import jax2onnx"),
+    ("hair_jax/io/artifacts.py", "import onnxruntime as ort"),
 }
 
 

@@ -2,9 +2,12 @@
 (a quick run on a tiny model; timings are never asserted)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).parent.parent
 
@@ -121,3 +124,27 @@ def test_benchmark_imports_no_data_pipeline():
     assert "'jax'" in loaded and "'flax'" in loaded
     for heavy in ("grain", "tensorflow_datasets", "tensorflow", "orbax"):
         assert f"'{heavy}'" not in loaded, heavy
+
+
+def test_export_benchmark_prints_rows_and_ratios(tmp_path):
+    pytest.importorskip("jax2onnx", reason="README: pip install --no-deps jax2onnx==0.17.1")
+    cmd = [sys.executable, "benchmarks/bench_export.py", "--variant", "tiny", "--sizes", "32"]
+    cmd += ["--repeats", "1", "--artifacts", str(tmp_path)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert rows[:2] == [{"wrote": "tiny.jaxexport"}, {"wrote": "tiny_32.onnx"}]
+    assert [(r["runtime"], r["size"]) for r in rows[2:5]] == [
+        ("jax", 32),
+        ("jaxexport", 32),
+        ("onnxruntime", 32),
+    ]
+    by = {r["runtime"]: r["s"] for r in rows[2:5]}
+    assert rows[5] == {
+        "ratio": True,
+        "size": 32,
+        "onnxruntime_over_jax": round(by["onnxruntime"] / by["jax"], 3),
+        "jaxexport_over_jax": round(by["jaxexport"] / by["jax"], 3),
+    }
+    assert set(rows[6]) == {"jax", "onnxruntime", "cpus"}
+    assert sorted(os.listdir(tmp_path)) == ["tiny.jaxexport", "tiny_32.onnx"]  # kept

@@ -18,7 +18,7 @@ import PIL.Image
 import pytest
 import train_helpers
 
-from hair_jax import convert, evaluate, loading
+from hair_jax import convert, evaluate, export, loading
 from hair_jax import train as hair_train
 from hair_jax.data import synthetic
 from hair_jax.evaluation import protocol
@@ -157,6 +157,27 @@ def test_torch_ckpt_and_its_export_give_the_same_numbers(data_dir, tmp_path):
         with open(report.files[0]) as f:
             results.append(json.load(f))
     assert results[0]["model"]["arch"] == "res_hair" and results[0]["model"]["dim"] == 16
+    _assert_same_numbers(_numbers(results[0]), _numbers(results[1]))
+
+
+def test_standalone_artifact_gives_the_models_numbers(data_dir, tmp_path):
+    """eval.py on a .jaxexport: the model's numbers, GIV plot included, one compile."""
+    model = models.build_model(
+        models.ModelConfig(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, dac_groups=12)
+    )
+    model_export.save_model(model, tmp_path / "weights")
+    artifact = tmp_path / "model.jaxexport"
+    artifact.write_bytes(export.export_jax(model))
+    kw = {"test_sets": SETS[-1:], "giv_plot": str(tmp_path / "giv.png")}
+    reports = [_eval(tmp_path / "weights", **kw), _eval(artifact, **kw)]
+    assert reports[1].loaded.kind == "artifact" and reports[1].compiles == 1
+    assert reports[1].output == str(tmp_path / "model-eval" / "synthetic")
+    results = []
+    for report in reports:
+        with open(report.files[0]) as f:
+            results.append(json.load(f))
+    assert results[1]["model"] == results[0]["model"]
+    assert results[1]["giv"]["type_accuracy"] == pytest.approx(results[0]["giv"]["type_accuracy"])
     _assert_same_numbers(_numbers(results[0]), _numbers(results[1]))
 
 

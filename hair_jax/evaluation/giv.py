@@ -149,31 +149,29 @@ class GivMap:
         return tuple(KINDS.get(t, t) for t in self.tasks)
 
 
-def _level_order(model) -> tuple[str, ...]:
-    """The hyper levels from input to output: NAF-HAIR names its own."""
-    names = getattr(model, "level_names", None)
-    return tuple(names()) if callable(names) else models.HYPER_LEVELS
-
-
 def collect(model, probes: Sequence[Probe], *, batch_size: int = 8) -> GivMap:
     """Each probe's GIV and selector weights under `model` (a Res-HAIR).
 
-    Probes of one size run in batches of `batch_size` (the last batch is
-    padded by repeating its first image), so one size compiles once.
+    `model` may also be a `Predictor` or a standalone artifact. Probes of one
+    size run in batches of `batch_size` (the last batch is padded by
+    repeating its first image), so one size compiles once; an ONNX artifact
+    takes each probe at its one size (`inference.image_giv`).
 
     Raises:
       ValueError: the model has no DAC (the Restormer baseline), or no probes.
     """
-    if not callable(getattr(model, "giv", None)):
+    predictor = inference.as_predictor(model)
+    if not predictor.has_giv:
         raise ValueError(  # noqa: TRY004 (eval.py reports ValueErrors as mistakes)
             f"{type(model).__name__} has no GIV: the GIV picture needs a Res-HAIR model"
         )
     if not probes:
         raise ValueError("no images to compute GIVs of")
-    predictor = inference.Predictor(model)
     givs = [None] * len(probes)
+    if predictor.fixed_size:
+        givs = [np.asarray(inference.image_giv(predictor, p.image, 0))[0] for p in probes]
     by_shape = {}
-    for i, probe in enumerate(probes):
+    for i, probe in enumerate(probes if not predictor.fixed_size else ()):
         by_shape.setdefault(probe.image.shape, []).append(i)
     for indices in by_shape.values():
         for start in range(0, len(indices), batch_size):
@@ -190,7 +188,7 @@ def collect(model, probes: Sequence[Probe], *, batch_size: int = 8) -> GivMap:
         tasks=tuple(p.task for p in probes),
         strengths=np.array([p.strength for p in probes], np.float32),
         # jax.tree.map sorted the keys: put the levels back in the model's order.
-        selectors={name: selectors[name] for name in _level_order(model)},
+        selectors={name: selectors[name] for name in models.level_names(model)},
     )
 
 

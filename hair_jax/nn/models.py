@@ -343,6 +343,12 @@ class ResHAIR(nnx.Module):
         return f
 
 
+def level_names(model: nnx.Module) -> tuple[str, ...]:
+    """A HAIR model's hyper levels from input to output (its selectors' keys)."""
+    names = getattr(model, "level_names", None)
+    return tuple(names()) if callable(names) else HYPER_LEVELS
+
+
 def get_config(variant: str | ModelConfig, **overrides) -> ModelConfig:
     """A variant by name (see `VARIANTS`) or a config, with fields replaced."""
     if isinstance(variant, ModelConfig):

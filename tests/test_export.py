@@ -1,0 +1,295 @@
+"""Standalone artifacts (python -m hair_jax.export): equal to the model without its code."""
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from flax import nnx
+
+from hair_jax import export, inference, restore
+from hair_jax.evaluation import protocol
+from hair_jax.io import artifacts, images
+from hair_jax.io.model_export import save_model
+from hair_jax.nn import models
+
+TINY = dict(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, dac_groups=12)
+
+# Loads a .jaxexport with jax and numpy alone, as the README shows, and
+# checks that nothing of hair_jax or flax was imported.
+JAX_CONSUMER = """
+import json, sys, zipfile
+import numpy as np
+from jax import export
+
+path, inputs, outputs = sys.argv[1:]
+with zipfile.ZipFile(path) as z:
+    manifest = json.loads(z.read("manifest.json"))
+    names = ["restore"] + (["giv", "restore_giv", "selectors"] if manifest["has_giv"] else [])
+    programs = {n: export.deserialize(bytearray(z.read(n + ".bin"))) for n in names}
+    with z.open("weights.npz") as f, np.load(f) as npz:
+        weights = [npz[f"w{i}"] for i in range(len(npz.files))]
+results = {}
+with np.load(inputs) as data:
+    for key in data.files:
+        x = data[key]
+        results[key] = np.asarray(programs["restore"].call(weights, x))
+        if manifest["has_giv"]:
+            giv = np.asarray(programs["giv"].call(weights, x))
+            results[key + "/giv"] = giv
+            donor = np.roll(giv, 1, axis=0)
+            results[key + "/swapped"] = np.asarray(programs["restore_giv"].call(weights, x, donor))
+            for level, s in programs["selectors"].call(weights, giv).items():
+                results[key + "/selectors/" + level] = np.asarray(s)
+assert not [m for m in sys.modules if m.split(".")[0] in ("hair_jax", "flax")]
+np.savez(outputs, **results)
+print(",".join(programs["restore"].platforms))
+"""
+
+# Runs an .onnx with onnxruntime and numpy alone.
+ONNX_CONSUMER = """
+import sys
+import numpy as np
+import onnxruntime as ort
+
+path, inputs, outputs = sys.argv[1:]
+session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+names = [o.name for o in session.get_outputs()]
+results = {}
+with np.load(inputs) as data:
+    for key in data.files:
+        x = data[key]
+        feed = {"image": x}
+        if len(session.get_inputs()) > 1:
+            d = session.get_inputs()[1].shape[1]
+            feed["given_giv"] = np.zeros((x.shape[0], d), np.float32)
+            feed["use_given_giv"] = np.zeros((x.shape[0], 1), np.float32)
+        for name, value in zip(names, session.run(names, feed)):
+            results[key + "/" + name] = value
+assert not [m for m in sys.modules if m.split(".")[0] in ("hair_jax", "flax", "jax")]
+np.savez(outputs, **results)
+"""
+
+
+def _model(arch, seed=0):
+    return models.build_model(models.ModelConfig(arch=arch, **TINY), rngs=nnx.Rngs(seed))
+
+
+def _photos(batch, h, w, seed=0):
+    """Real photos, cropped and noisy: [batch, h, w, 3] float32 in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    sources = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea()]
+    crops = []
+    for i in range(batch):
+        image = sources[i % len(sources)].astype(np.float32) / 255
+        y, x = rng.integers(0, image.shape[0] - h), rng.integers(0, image.shape[1] - w)
+        crops.append(image[y : y + h, x : x + w] + rng.normal(0, 25 / 255, (h, w, 3)))
+    return np.clip(np.stack(crops), 0, 1).astype(np.float32)
+
+
+def _consume(tmp_path, script, artifact, inputs):
+    (tmp_path / "consumer.py").write_text(script)
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "consumer.py", str(artifact), "inputs.npz", "outputs.npz"],
+        cwd=tmp_path,  # not the repository: hair_jax is importable from site-packages only
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    if not inputs:
+        return {}, done.stdout.strip()
+    with np.load(tmp_path / "outputs.npz") as out:
+        return dict(out), done.stdout.strip()
+
+
+def _close(a, b, atol):
+    assert np.asarray(a).shape == np.asarray(b).shape
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("arch", ["res_hair", "restormer"])
+def test_jax_artifact_equals_the_model_in_a_fresh_process(tmp_path, arch):
+    model = _model(arch)
+    path = tmp_path / f"{arch}.jaxexport"
+    assert export.export(model, str(path), fmt="jax") <= export.VERIFY_ATOL
+    inputs = {"a": _photos(1, 64, 96), "b": _photos(3, 96, 64, seed=1)}
+    out, platforms = _consume(tmp_path, JAX_CONSUMER, path, inputs)
+    assert platforms == "cpu,cuda,tpu"
+    predictor = inference.Predictor(model)
+    for key, x in inputs.items():
+        _close(out[key], predictor.restore(x), 1e-5)
+        if arch == "res_hair":
+            giv = predictor.giv(x)
+            _close(out[key + "/giv"], giv, 1e-5)
+            _close(out[key + "/swapped"], predictor.restore(x, np.roll(giv, 1, axis=0)), 1e-5)
+            for level, s in predictor.selectors(giv).items():
+                _close(out[f"{key}/selectors/{level}"], s, 1e-5)
+    assert out.keys() == (
+        {*inputs}
+        if arch == "restormer"
+        else {f"{k}/{s}" for k in inputs for s in ("giv", "swapped")}
+        | {*inputs}
+        | {f"{k}/selectors/{level}" for k in inputs for level in models.HYPER_LEVELS}
+    )
+
+    # Through hair_jax: a wrong size is one line, not an XLA trace.
+    artifact = artifacts.read_artifact(path)
+    min_size = 32 if arch == "res_hair" else 8
+    with pytest.raises(ValueError) as e:
+        artifact.restore(np.zeros((1, 40, 44, 3), np.float32))
+    assert str(e.value) == (
+        f"{path} takes images [B, H, W, 3] with H and W multiples of 8 and >= {min_size}, "
+        "got shape (1, 40, 44, 3)"
+    )
+
+    # hair-restore (tiles sharing one GIV) and the eval protocol give what the model gives.
+    photo = tmp_path / "photo.png"
+    images.save_png(str(photo), _photos(1, 120, 100, seed=2)[0])
+    save_model(model, tmp_path / "weights")
+    for checkpoint, out_dir in ((path, "from_artifact"), (tmp_path / "weights", "from_model")):
+        argv = [str(photo), "--checkpoint", str(checkpoint), "--output", str(tmp_path / out_dir)]
+        assert restore.main([*argv, "--tile", "64", "--overlap", "16", "--quiet"]) == 0
+    a, b = (
+        images.read_image(str(tmp_path / d / "photo.png")).pixels
+        for d in ("from_artifact", "from_model")
+    )
+    assert np.abs(a - b).max() <= 1 / 255
+    sets = {"noisy": [protocol_image(_photos(1, 64, 80, seed=3)[0])]}
+    ours = protocol.evaluate_sets(artifact, sets)[0]
+    theirs = protocol.evaluate_sets(predictor, sets)[0]
+    assert ours.restored_psnr == pytest.approx(theirs.restored_psnr, abs=1e-4)
+    assert artifact.traces == 1 and ours.num_images == 1
+
+
+def protocol_image(degraded):
+    """A test image of the protocol: its clean version is the photo without noise."""
+    return type("TestImage", (), {"degraded": degraded, "clean": np.clip(degraded * 0.9, 0, 1)})()
+
+
+@pytest.mark.parametrize("arch", ["res_hair", "restormer"])
+def test_onnx_artifact_equals_the_model_in_onnxruntime(tmp_path, arch):
+    pytest.importorskip("jax2onnx", reason="README: pip install --no-deps jax2onnx==0.17.1")
+    model = _model(arch)
+    predictor = inference.Predictor(model)
+    for batch, size in ((2, 64), (1, 96)):
+        path = tmp_path / f"{arch}_{batch}x{size}.onnx"
+        assert export.export(model, str(path), fmt="onnx", batch=batch, size=size) <= 1e-4
+        x = _photos(batch, size, size, seed=size)
+        out, _ = _consume(tmp_path, ONNX_CONSUMER, path, {"x": x})
+        _close(out["x/restored"], predictor.restore(x), 1e-4)
+        if arch == "res_hair":
+            giv = predictor.giv(x)
+            _close(out["x/giv"], giv, 1e-4)
+            for level, s in predictor.selectors(giv).items():
+                _close(out[f"x/selectors/{level}"], s, 1e-4)
+        else:
+            assert list(out) == ["x/restored"]
+
+    # An image larger than the graph: tiles of its size sharing one GIV, as
+    # the same code path gives with the model.
+    artifact = artifacts.read_artifact(path)
+    assert (artifact.fixed_batch, artifact.fixed_size) == (1, 96)
+    twin = inference.Predictor(model)
+    twin.fixed_batch, twin.fixed_size = 1, 96
+    photo = _photos(1, 150, 120, seed=4)[0]
+    _close(inference.restore_image(artifact, photo), inference.restore_image(twin, photo), 1e-4)
+    with pytest.raises(ValueError, match=r"takes images of shape \(1, 96, 96, 3\), got"):
+        artifact.restore(np.zeros((2, 96, 96, 3), np.float32))
+
+    # The README's onnxruntime example restores a PNG as the model does.
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    snippet = (
+        readme.split("Restore a PNG with onnxruntime")[1].split("```python")[1].split("```")[0]
+    )
+    os.replace(path, tmp_path / "res_hair.onnx")
+    images.save_png(str(tmp_path / "noisy.png"), _photos(1, 80, 90, seed=5)[0])
+    noisy = images.read_image(str(tmp_path / "noisy.png")).pixels
+    _consume(tmp_path, snippet, "unused", {})
+    want = inference.restore_batch(predictor, [noisy], (96, 96))[0]
+    got = images.read_image(str(tmp_path / "restored.png")).pixels
+    assert got.shape == (80, 90, 3) and np.abs(got - want).max() <= 1 / 255 + 1e-6
+
+
+def test_damaged_artifacts_are_one_line_and_exit_2(tmp_path, capsys):
+    good = tmp_path / "good.jaxexport"
+    good.write_bytes(export.export_jax(_model("restormer")))
+    data = good.read_bytes()
+    with zipfile.ZipFile(good) as z:
+        program = z.getinfo("restore.bin")
+    start = program.header_offset + 30 + len(program.filename)
+    flipped = bytearray(data)
+    flipped[start + 100 : start + 400] = bytes(300)
+    no_manifest = tmp_path / "plain.jaxexport"
+    with zipfile.ZipFile(no_manifest, "w") as z:
+        z.writestr("restore.bin", b"")
+    cases = {
+        "truncated.jaxexport": data[: len(data) // 2],
+        "flipped.jaxexport": bytes(flipped),
+        "empty.onnx": b"",
+        "noise.onnx": np.random.default_rng(0).bytes(5000),
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    photo = tmp_path / "photo.png"
+    images.save_png(str(photo), _photos(1, 40, 40)[0])
+    for name in [*cases, "plain.jaxexport", "missing.onnx"]:
+        out = tmp_path / f"out_{name}"
+        code = restore.main(
+            [str(photo), "--checkpoint", str(tmp_path / name), "--output", str(out)]
+        )
+        err = capsys.readouterr().err.strip()
+        assert code == 2, name
+        assert err.count("\n") == 0 and str(tmp_path / name) in err, err
+        assert not out.exists()
+    # The intact one restores.
+    assert (
+        restore.main([str(photo), "--checkpoint", str(good), "--output", str(tmp_path / "ok")]) == 0
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["model.zip"], "OUT must end in .jaxexport or .onnx, got model.zip"),
+        (["m.onnx", "--format", "jax"], "--format jax writes *.jaxexport, not m.onnx"),
+        (["m.onnx", "--size", "60"], "--size must be a multiple of 8 and >= 32, got 60"),
+        (["m.onnx", "--batch", "0"], "--batch must be >= 1"),
+    ],
+)
+def test_export_flags_are_checked_in_one_line(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        export.main([str(tmp_path / "ckpt"), *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"python -m hair_jax.export: error: {message}"
+
+
+def test_export_command_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    save_model(_model("restormer"), tmp_path / "weights")
+    existing = tmp_path / "old.jaxexport"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(SystemExit):
+        export.main([str(tmp_path / "weights"), str(existing)])
+    assert "old.jaxexport exists; choose another OUT or pass --overwrite" in capsys.readouterr().err
+    assert existing.read_bytes() == b"keep me"
+
+    assert export.main([str(existing), str(tmp_path / "again.onnx")]) == 2  # damaged input
+    assert export.main([str(tmp_path / "nothing"), str(tmp_path / "x.jaxexport")]) == 2
+    monkeypatch.setitem(sys.modules, "jax2onnx", None)  # as if not installed
+    assert export.main([str(tmp_path / "weights"), str(tmp_path / "m.onnx")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(": error: ")[0] for line in lines] == ["python -m hair_jax.export"] * 3
+    assert lines[2].endswith("pip install --no-deps jax2onnx==0.17.1")
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "x.jaxexport").exists()
+    assert export.main([str(tmp_path / "weights"), str(tmp_path / "w.jaxexport")]) == 0
+    assert "Wrote" in capsys.readouterr().out
+    assert export.main([str(tmp_path / "w.jaxexport"), str(tmp_path / "v.jaxexport")]) == 2
+    assert "is a standalone artifact already" in capsys.readouterr().err
