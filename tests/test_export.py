@@ -12,7 +12,7 @@ import skimage.data
 from flax import nnx
 
 from hair_jax import export, inference, restore
-from hair_jax.evaluation import protocol
+from hair_jax.evaluation import giv, protocol
 from hair_jax.io import artifacts, images
 from hair_jax.io.model_export import save_model
 from hair_jax.nn import models
@@ -127,10 +127,10 @@ def test_jax_artifact_equals_the_model_in_a_fresh_process(tmp_path, arch):
     for key, x in inputs.items():
         _close(out[key], predictor.restore(x), 1e-5)
         if arch == "res_hair":
-            giv = predictor.giv(x)
-            _close(out[key + "/giv"], giv, 1e-5)
-            _close(out[key + "/swapped"], predictor.restore(x, np.roll(giv, 1, axis=0)), 1e-5)
-            for level, s in predictor.selectors(giv).items():
+            g = predictor.giv(x)
+            _close(out[key + "/giv"], g, 1e-5)
+            _close(out[key + "/swapped"], predictor.restore(x, np.roll(g, 1, axis=0)), 1e-5)
+            for level, s in predictor.selectors(g).items():
                 _close(out[f"{key}/selectors/{level}"], s, 1e-5)
     assert out.keys() == (
         {*inputs}
@@ -186,9 +186,9 @@ def test_onnx_artifact_equals_the_model_in_onnxruntime(tmp_path, arch):
         out, _ = _consume(tmp_path, ONNX_CONSUMER, path, {"x": x})
         _close(out["x/restored"], predictor.restore(x), 1e-4)
         if arch == "res_hair":
-            giv = predictor.giv(x)
-            _close(out["x/giv"], giv, 1e-4)
-            for level, s in predictor.selectors(giv).items():
+            g = predictor.giv(x)
+            _close(out["x/giv"], g, 1e-4)
+            for level, s in predictor.selectors(g).items():
                 _close(out[f"x/selectors/{level}"], s, 1e-4)
         else:
             assert list(out) == ["x/restored"]
@@ -201,6 +201,13 @@ def test_onnx_artifact_equals_the_model_in_onnxruntime(tmp_path, arch):
     twin.fixed_batch, twin.fixed_size = 1, 96
     photo = _photos(1, 150, 120, seed=4)[0]
     _close(inference.restore_image(artifact, photo), inference.restore_image(twin, photo), 1e-4)
+    if arch == "res_hair":  # eval.py --giv_plot: each image's GIV at the graph's size
+        probes = [giv.Probe(_photos(1, h, 80, seed=h)[0], "denoise_25", 20.0) for h in (64, 120)]
+        ours, theirs = giv.collect(artifact, probes), giv.collect(twin, probes)
+        _close(ours.givs, theirs.givs, 1e-4)
+        assert ours.selectors.keys() == theirs.selectors.keys()
+        for level in ours.selectors:
+            _close(ours.selectors[level], theirs.selectors[level], 1e-4)
     with pytest.raises(ValueError, match=r"takes images of shape \(1, 96, 96, 3\), got"):
         artifact.restore(np.zeros((2, 96, 96, 3), np.float32))
 

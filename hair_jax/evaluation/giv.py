@@ -149,6 +149,23 @@ class GivMap:
         return tuple(KINDS.get(t, t) for t in self.tasks)
 
 
+def _batched_givs(predictor, probes, batch_size):
+    """The GIV of each probe, probes of one size in batches of `batch_size`."""
+    givs = [None] * len(probes)
+    by_shape = {}
+    for i, probe in enumerate(probes):
+        by_shape.setdefault(probe.image.shape, []).append(i)
+    for indices in by_shape.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            batch = np.stack([probes[i].image for i in chunk])
+            batch = np.concatenate([batch, np.repeat(batch[:1], batch_size - len(chunk), 0)])
+            out = np.asarray(predictor.giv(jnp.asarray(batch)))
+            for j, i in enumerate(chunk):
+                givs[i] = out[j]
+    return givs
+
+
 def collect(model, probes: Sequence[Probe], *, batch_size: int = 8) -> GivMap:
     """Each probe's GIV and selector weights under `model` (a Res-HAIR).
 
@@ -167,20 +184,10 @@ def collect(model, probes: Sequence[Probe], *, batch_size: int = 8) -> GivMap:
         )
     if not probes:
         raise ValueError("no images to compute GIVs of")
-    givs = [None] * len(probes)
-    if predictor.fixed_size:
+    if predictor.fixed_size:  # an ONNX artifact: each probe at its one size
         givs = [np.asarray(inference.image_giv(predictor, p.image, 0))[0] for p in probes]
-    by_shape = {}
-    for i, probe in enumerate(probes if not predictor.fixed_size else ()):
-        by_shape.setdefault(probe.image.shape, []).append(i)
-    for indices in by_shape.values():
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start : start + batch_size]
-            batch = np.stack([probes[i].image for i in chunk])
-            batch = np.concatenate([batch, np.repeat(batch[:1], batch_size - len(chunk), 0)])
-            out = np.asarray(predictor.giv(jnp.asarray(batch)))
-            for j, i in enumerate(chunk):
-                givs[i] = out[j]
+    else:
+        givs = _batched_givs(predictor, probes, batch_size)
     givs = np.stack(givs)
     selectors = jax.tree.map(np.asarray, predictor.selectors(jnp.asarray(givs)))
     return GivMap(
