@@ -88,6 +88,12 @@ def _programs(model):
 
 def export_jax(model: nnx.Module, *, platforms=PLATFORMS) -> bytes:
     """The `.jaxexport` file's bytes: every program for `platforms`, weights once."""
+    if model.config.arch in models.NAF_ARCHS:
+        raise ExportFailed(
+            f"{model.config.arch} has no .jaxexport yet: it pads images to a multiple of "
+            f"{2 ** len(model.config.enc_blocks)} inside, which the artifact's symbolic sizes "
+            "(multiples of 8) cannot express; export it as .onnx (one fixed size)"
+        )
     manifest = manifest_of(model, platforms=tuple(platforms))  # the config as trained
     model = inference_model(model)
     graphdef, state = nnx.split(model)

@@ -300,3 +300,20 @@ def test_export_command_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert "Wrote" in capsys.readouterr().out
     assert export.main([str(tmp_path / "w.jaxexport"), str(tmp_path / "v.jaxexport")]) == 2
     assert "is a standalone artifact already" in capsys.readouterr().err
+
+
+def test_naf_hair_exports_to_onnx(tmp_path):
+    pytest.importorskip("jax2onnx", reason="README: pip install --no-deps jax2onnx==0.17.1")
+    model = models.build_model("naf_hair_tiny")
+    path = str(tmp_path / "naf_hair.onnx")
+    assert export.export(model, path, fmt="onnx", batch=1, size=64) <= 1e-4  # checked in ORT
+    assert artifacts.read_artifact(path).level_names() == models.level_names(model)
+
+
+def test_nafnet_has_no_jaxexport_yet():
+    model = models.build_model("nafnet_tiny")
+    with pytest.raises(
+        export.ExportFailed,
+        match="nafnet has no .jaxexport yet: it pads images to a multiple of 16",
+    ):
+        export.export_jax(model)

@@ -9,7 +9,7 @@ code. `python -m hair_jax.export` writes two kinds:
   for cpu, cuda and tpu, with the weights beside them in `weights.npz` (an
   argument of every program, so each is stored once). Height, width and
   batch are symbolic: any batch, any H and W that are multiples of 8 and at
-  least `min_size`. Loading needs jax, jaxlib and numpy. jax.export promises
+  least `min_size`. Loading needs jax, jaxlib, numpy and flatbuffers. jax.export promises
   that an artifact keeps loading for 6 months of newer jaxlib releases
   (and 3 weeks of older ones); a jaxlib outside that window refuses it.
   Members:
