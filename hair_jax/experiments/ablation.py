@@ -647,6 +647,9 @@ def plot_curves(records: list[dict], setting: str, path: str) -> None:
             chance = runs[0]["curve"][0]["separation"]["chance"]
     if chance is not None:
         axes[1].axhline(chance, color="grey", linestyle=":", label="chance")
+    # The whole range, so that near-uniform selectors look near-uniform.
+    axes[2].axhline(1.0, color="grey", linestyle=":", label="uniform (no choice)")
+    axes[2].set_ylim(0.0, 1.05)
     for ax, (label, _) in zip(axes, measures):
         ax.set_xlabel("training step")
         ax.set_ylabel(label)
