@@ -17,7 +17,9 @@ Urban100 when built) or five-task (--setting 5d) table. Results go to
 --output (default <workdir>/eval/<step>/<data>, or <export>-eval/<data>):
 results.json, results.csv and, with --save_images, the restored images.
 --giv_plot giv.png also draws the GIVs of many degraded images in 2-D
-(`hair_jax.evaluation.giv`) and prints their nearest-centroid accuracy.
+(`hair_jax.evaluation.giv`) and prints their nearest-centroid accuracy;
+--selection measures whether the hypernetwork selects on the test images
+(`hair_jax.evaluation.selection`).
 
 A mistake (a flag, a path, a step the workdir does not have, a damaged
 checkpoint) ends with one line on stderr and exit code 2, before anything is
@@ -54,6 +56,13 @@ _GIV_PLOT = flags.DEFINE_string(
     None,
     "Also draw the GIVs of many degraded images in 2-D (PCA, t-SNE) into this PNG and print "
     "how well they tell the degradations apart (Res-HAIR only).",
+)
+_SELECTION = flags.DEFINE_bool(
+    "selection",
+    False,
+    "Also measure whether the model selects on the test images: selector entropy, "
+    "mutual information with the degradation type, PSNR drop with uniform selectors "
+    "and with swapped GIVs (HAIR models only).",
 )
 
 
@@ -129,6 +138,7 @@ def main(argv):
             output=_OUTPUT.value,
             save_images=_SAVE_IMAGES.value,
             giv_plot=_GIV_PLOT.value,
+            selection_measures=_SELECTION.value,
         )
     except ValueError as e:  # also ExportError and CheckpointError: a damaged checkpoint
         fail(e)
@@ -144,7 +154,9 @@ def main(argv):
     if _SAVE_IMAGES.value:
         print(f"Restored images in {os.path.join(report.output, 'images')}")
     if report.giv_summary:
-        print(f"{report.giv_summary}\nGIV plot: {_GIV_PLOT.value}")
+        print(report.giv_summary)
+    if _GIV_PLOT.value:
+        print(f"GIV plot: {_GIV_PLOT.value}")
     return 0
 
 

@@ -55,6 +55,20 @@ def get_base_config():
     t.keep_checkpoints = 3
     t.max_steps_per_run = 0  # >0: save and stop after this many steps
 
+    # Training options that make HAIR's hypernetwork select (hair_jax.train.
+    # objective): 0 / off is the paper's L1 loss. The GIV loss needs
+    # config.model.overrides.giv_classes=5 (ce), the anneal a router_temperature.
+    h = config.hair = ml_collections.ConfigDict()
+    h.giv_loss = "ce"  # or "supcon"
+    h.giv_loss_weight = 0.0
+    h.giv_label_smoothing = 0.1
+    h.supcon_temperature = 0.1
+    h.giv_warmup_steps = 0  # the DAC learns from the GIV loss alone at first
+    h.routing_loss_weight = 0.0  # - mutual information of image and box
+    h.routing_target_weight = 0.0  # selectors -> box (type mod boxes)
+    h.temperature_start = 1.0
+    h.temperature_anneal_steps = 0  # 0: the model's router_temperature throughout
+
     config.eval = ml_collections.ConfigDict()
     config.eval.max_images_per_set = -1  # -1: every test image
     return config

@@ -14,7 +14,7 @@ import os
 import time
 
 from hair_jax import inference, loading
-from hair_jax.evaluation import giv, protocol, report
+from hair_jax.evaluation import giv, protocol, report, selection
 
 
 @dataclasses.dataclass
@@ -84,6 +84,7 @@ def evaluate_checkpoint(
     output: str | None = None,
     save_images: bool = False,
     giv_plot: str | None = None,
+    selection_measures: bool = False,
     progress: bool = True,
     log=print,
 ) -> Report:
@@ -102,6 +103,9 @@ def evaluate_checkpoint(
       save_images: also write the restored images (8-bit PNG).
       giv_plot: also draw the GIVs in 2-D into this PNG (`hair_jax.giv`;
         Res-HAIR only) and put their separation into results.json.
+      selection_measures: also measure whether the model selects
+        (`selection.on_test_sets` on these test sets; HAIR models, not
+        artifacts) and put the measures into results.json.
       progress: tqdm bars.
       log: called with progress lines.
 
@@ -112,6 +116,10 @@ def evaluate_checkpoint(
     predictor = inference.as_predictor(loaded.model)
     if giv_plot and not predictor.has_giv:
         raise ValueError(f"--giv_plot needs a Res-HAIR model; {loaded.describe()} has no GIV")
+    if selection_measures and not (
+        isinstance(predictor, inference.Predictor) and predictor.has_giv
+    ):
+        raise ValueError(f"--selection needs a HAIR model; {loaded.describe()} has no selectors")
     log(f"Model: {loaded.describe()}")
     setting = setting or _setting_of(loaded)
     data_cfg, sets = protocol.select_test_sets(
@@ -139,8 +147,15 @@ def evaluate_checkpoint(
         )
         gmap = giv.collect(loaded.model, probes)
         giv.save_figure(giv.plot_givs(gmap, title=loaded.describe()), giv_plot)
-        meta["giv"] = {"plot": giv_plot, **giv.separation(gmap)}
+        meta["giv"] = {"plot": giv_plot, **giv.separation(gmap), "warning": giv.flat_warning(gmap)}
+        if isinstance(predictor, inference.Predictor):  # the model itself, not an artifact
+            meta["giv"].update(selection.on_probes(predictor, gmap))
         giv_summary = giv.summary(meta["giv"])
+    if selection_measures:
+        gmap = giv.collect(predictor, giv.probes_from_test_sets(sets, max_images))
+        meta["selection"] = selection.on_test_sets(predictor, sets, gmap, max_images)
+        summary = selection.summary(meta["selection"])
+        giv_summary = f"{giv_summary}\n{summary}" if giv_summary else summary
     files = report.write_results(
         output,
         rows,

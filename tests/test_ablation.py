@@ -1,36 +1,38 @@
-"""hair_jax.experiments.ablation: arms, measures, tables, and a resumable sweep.
+"""hair_jax.experiments: arms, measures, tables, records and a resumable sweep.
 
-Compiling dominates on CPU, so the sweep trains only the smallest
-Restormer for 2 steps; the Res-HAIR measures (GIV swap, separation,
-entropy) run on an untrained tiny Res-HAIR.
+Compiling dominates on CPU, so the sweep trains the smallest Restormer and
+one selecting Res-HAIR arm for 2 steps each; the GIV swap is checked on an
+untrained small Res-HAIR.
 """
 
 import dataclasses
 import json
 import os
+import shutil
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import train_helpers
 
+from hair_jax import inference
 from hair_jax import train as hair_train
 from hair_jax.data import builders, synthetic
 from hair_jax.data.pipeline import TestImage as Pair  # not collected as a test class
-from hair_jax.evaluation import giv, metrics
-from hair_jax.experiments import ablation
+from hair_jax.evaluation import giv, metrics, selection
+from hair_jax.experiments import ablation, arms, tables
 from hair_jax.nn import models
-from hair_jax.train.config import model_config
+from hair_jax.train.config import model_config, objective
 
 train_helpers.use_compilation_cache()
 
-TINY = ablation.Preset(
+TINY = arms.Preset(
     name="test",
     dim=8,
     num_blocks=(1, 1, 1, 1),
     num_refinement_blocks=1,
     heads=(1, 2, 4, 8),
-    dac_groups=12,  # divides the DAC's int(1.5 * 8) = 12 channels
+    dac_groups=4,  # 3 of the DAC's int(1.5 * 8) = 12 channels per group: 32 px suffice
     patch_size=32,
     batch_size=2,
     num_steps=2,
@@ -39,7 +41,7 @@ TINY = ablation.Preset(
     eval_every=2,
     curve_images=2,
     max_images=2,
-    runs=(("3d", "restormer", (0, 1)),),
+    runs=(("3d", "restormer", (0, 1)), ("3d", "ce_router_routing", (0,))),
 )
 
 
@@ -70,60 +72,82 @@ def test_synthetic_large_holds_every_photo_and_24_test_images_per_set(data_dir):
 
 
 def test_arms_are_configs_of_the_training_code():
-    wide_dim, wide_params, hair_params = ablation.matched_width(TINY)
+    wide_dim, wide_params, hair_params = arms.matched_width(TINY)
     assert wide_dim % 2 == 0 and wide_dim > TINY.dim
-    assert hair_params == ablation.param_count(ablation.arm_model(TINY, "res_hair"))
+    assert hair_params == arms.param_count(arms.arm_model(TINY, "res_hair"))
     for other in (wide_dim - 2, wide_dim + 2):  # no even neighbour is closer
-        n = ablation.param_count(ablation.arm_model(TINY, "restormer_wide", other))
+        n = arms.param_count(dataclasses.replace(arms.arm_model(TINY, "restormer"), dim=other))
         assert abs(wide_params - hair_params) <= abs(n - hair_params)
-    for arm in ablation.ARMS:
-        cfg = ablation.arm_model(TINY, arm, wide_dim)
-        config = ablation.run_config(TINY, "5d", cfg, seed=3, data_dir="unused")
-        assert model_config(config) == cfg  # what training will build
+    for name, arm in arms.ARMS.items():
+        cfg = arms.arm_model(TINY, name, wide_dim)
+        config = arms.run_config(TINY, "5d", name, seed=3, data_dir="unused", wide_dim=wide_dim)
+        assert model_config(config) == cfg  # what training will build: every field
+        assert dataclasses.asdict(objective(config)).items() >= dict(arm.hair).items()
         assert config.train.seed == 3 and config.data.synthetic_five_task
-    one_box = ablation.arm_model(TINY, "res_hair_1box")
-    assert one_box == dataclasses.replace(ablation.arm_model(TINY, "res_hair"), num_box=(1,) * 5)
-    assert ablation.arm_model(TINY, "restormer").arch == "restormer"
+    one_box = arms.arm_model(TINY, "res_hair_1box")
+    assert one_box == dataclasses.replace(arms.arm_model(TINY, "res_hair"), num_box=(1,) * 5)
+    assert arms.arm_model(TINY, "restormer_wide", wide_dim).dim == wide_dim
+    assert arms.arm_model(TINY, "ce_router").router_temperature == 0.5
     with pytest.raises(ValueError, match="unknown arm 'hair'"):
-        ablation.arm_model(TINY, "hair")
+        arms.arm_model(TINY, "hair")
+    # Every preset's runs name known arms, and its HAIR models see the image at its patch.
+    for preset in arms.PRESETS.values():
+        for _, arm, _ in preset.run_list():
+            cfg = arms.arm_model(preset, arm, wide_dim=preset.dim * 2)
+            assert cfg.arch != "res_hair" or models.min_size(cfg) <= preset.patch_size
 
 
 def _record(arm, seed, average, drop=None):
     final = {"psnr": {"a": average - 1, "b": average + 1}, "average_psnr": average}
     if drop is not None:
-        final.update(separation={"type_accuracy": 0.5, "chance": 1 / 3}, entropy=0.9)
+        final.update(
+            separation={"type_accuracy": 0.5, "chance": 1 / 3},
+            entropy=0.7,
+            type_mi=0.3,
+            logit_spread=1.0,
+            box_similarity=0.1,
+            uniform_drop={"a": 0.2, "b": 0.2, "average": 0.2},
+        )
     return {
         "setting": "3d",
         "arm": arm,
         "seed": seed,
         "params": 10 if arm == "restormer" else 20,
+        "machine": {"cpu": "AMD EPYC"},
         "timing": {"steps": 4, "seconds": 2.0},
         "final": final,
         "giv_swap": None if drop is None else {s: {"drop": drop} for s in ("a", "b")},
     }
 
 
-def test_table_arithmetic_mean_std_and_paired_difference():
+def test_table_arithmetic_mean_std_paired_difference_and_selection():
     records = [_record("restormer", s, a) for s, a in enumerate((10.0, 11.0, 12.0))]
-    records += [_record("res_hair", s, a, drop=s) for s, a in enumerate((10.5, 11.0, 13.0))]
-    table = ablation.summarize(records)["settings"]["3d"]
+    records += [_record("ce_router", s, a, drop=s) for s, a in enumerate((10.5, 11.0, 13.0))]
+    table = tables.summarize(records)["settings"]["3d"]
     assert table["restormer"]["psnr"]["average"] == {"mean": 11.0, "std": 1.0, "n": 3}
     assert table["restormer"]["psnr"]["a"]["mean"] == 10.0
     # paired: 0.5, 0.0, 1.0 -> mean 0.5, sample std 0.5
-    diff = table["res_hair"]["paired_difference"]["average"]
+    diff = table["ce_router"]["paired_difference"]["restormer"]["average"]
     assert diff["mean"] == pytest.approx(0.5) and diff["std"] == pytest.approx(0.5)
-    assert table["res_hair"]["giv_swap_drop"]["a"] == {"mean": 1.0, "std": 1.0, "n": 3}
+    assert table["ce_router"]["giv_swap_drop"]["a"] == {"mean": 1.0, "std": 1.0, "n": 3}
+    sel = table["ce_router"]["selection"]
+    assert sel["swap_drop"] == {"mean": 1.0, "std": 1.0, "n": 3}
+    assert sel["uniform_drop"]["mean"] == pytest.approx(0.2)
+    assert table["ce_router"]["selects"]  # entropy 0.7, MI 0.3, swap 1.0, uniform 0.2
+    assert table["ce_router"]["seconds_per_step"] == 0.5
+    assert table["restormer"]["paired_difference"] == {} and "selection" not in table["restormer"]
+    text = tables.markdown({"settings": {"3d": table}})
     assert (
-        table["res_hair"]["seconds_per_step"] == 0.5
-        and "paired_difference" not in table["restormer"]
+        "| ce_router | 3 | 20 | 0.500 | 10.50 ± 1.32 | 12.50 ± 1.32 | 11.50 ± 1.32 | "
+        "+0.50 ± 0.50 |  |  |" in text
     )
-    text = ablation.markdown({"settings": {"3d": table}})
     assert (
-        "| res_hair | 3 | 20 | 0.500 | 10.50 ± 1.32 | 12.50 ± 1.32 | 11.50 ± 1.32 | +0.50 ± 0.50 |"
+        "| ce_router | yes | 0.700 ± 0.000 | 0.300 ± 0.000 | +1.000 ± 1.000 | +0.200 ± 0.000 |"
         in text
     )
-    assert "| res_hair | +1.00 ± 1.00 | +1.00 ± 1.00 | 50.0% ± 0.0% | 0.90 ± 0.00 |" in text
-    one = ablation.summarize([_record("restormer", 0, 10.0)])["settings"]["3d"]["restormer"]
+    weak = [_record("res_hair", 0, 10.0, drop=0.0)]
+    assert not tables.summarize(weak)["settings"]["3d"]["res_hair"]["selects"]
+    one = tables.summarize([_record("restormer", 0, 10.0)])["settings"]["3d"]["restormer"]
     assert one["psnr"]["average"]["std"] is None
 
 
@@ -138,18 +162,10 @@ def _fake_sets():
 
 def test_giv_swap_feeds_another_degradations_giv():
     sets = _fake_sets()
-    pairs = ablation.swap_pairs(sets)
-    assert pairs == [
-        ("denoise_15", 0, "derain", 0),
-        ("denoise_15", 1, "derain", 1),
-        ("derain", 0, "dehaze", 0),
-        ("derain", 1, "dehaze", 1),
-        ("dehaze", 0, "denoise_15", 0),
-        ("dehaze", 1, "denoise_15", 1),
-    ]
-    model = models.build_model(ablation.base_model(TINY))
-    predictor = ablation._predictor(model)
-    swap = ablation.giv_swap(predictor, sets)
+    model = models.build_model(arms.base_model(TINY))
+    predictor = inference.Predictor(model)
+    swap = selection.giv_swap(predictor, sets)
+    pairs = selection.swap_pairs(sets)
     for name, j, donor, k in pairs[::3]:  # eager model calls are slow: one image of two sets
         x, clean = (jnp.asarray(a[None]) for a in (sets[name][j].degraded, sets[name][j].clean))
         donor_giv = model.giv(jnp.asarray(sets[donor][k].degraded[None]))
@@ -171,29 +187,32 @@ def test_giv_swap_feeds_another_degradations_giv():
     givs = model.giv(jnp.asarray(np.stack([p.image for p in probes])))
     expected = giv.selector_entropy(jax_tree_numpy(model.selectors(givs)))
     assert measures["entropy"] == pytest.approx(expected, abs=1e-5)
+    assert measures["type_mi"] == pytest.approx(
+        float(selection.type_information(model.selectors(givs), jnp.array([0, 0, 1, 1, 2, 2]))),
+        abs=1e-5,
+    )
     assert measures["separation"]["num_images"] == 6 and measures["separation"]["chance"] == 1 / 3
-    with pytest.raises(ValueError, match="no test set of another degradation than 'derain'"):
-        ablation.swap_pairs({"derain": sets["derain"]})
 
 
 def jax_tree_numpy(tree):
     return {k: np.asarray(v) for k, v in tree.items()}
 
 
-def test_sweep_resumes_after_a_kill_and_never_retrains(tmp_path, data_dir, monkeypatch):
-    out = str(tmp_path / "study")
+def test_sweep_records_each_run_resumes_after_a_kill_and_never_retrains(
+    tmp_path, data_dir, monkeypatch
+):
+    out, records = str(tmp_path / "study"), str(tmp_path / "records")
 
     def kill_after_first_run(line):
         if ": done," in line:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        ablation.sweep(TINY, out, data_dir=data_dir, log=kill_after_first_run)
-    first = os.path.join(out, "runs", "3d", "restormer", "seed0")
-    second = os.path.join(out, "runs", "3d", "restormer", "seed1")
-    assert os.path.exists(os.path.join(first, "result.json"))
-    assert not os.path.exists(os.path.join(second, "result.json"))
-    with open(os.path.join(first, "result.json")) as f:
+        ablation.sweep(TINY, out, records=records, data_dir=data_dir, log=kill_after_first_run)
+    first = ablation.record_path(records, "test", "3d", "restormer", 0)
+    assert os.path.exists(first)
+    assert os.listdir(os.path.join(records, "test", "3d")) == ["restormer"]
+    with open(first) as f:
         before = f.read()
 
     trained = []
@@ -201,42 +220,70 @@ def test_sweep_resumes_after_a_kill_and_never_retrains(tmp_path, data_dir, monke
     monkeypatch.setattr(
         hair_train, "train_and_evaluate", lambda c, w, **k: trained.append(w) or real(c, w, **k)
     )
+    # The workdirs are gone (another machine): the records are what counts.
+    shutil.rmtree(out)
     lines = []
-    summary = ablation.sweep(TINY, out, data_dir=data_dir, log=lines.append)
-    assert trained == [second]
-    assert lines[0] == "[1/2] 3d restormer seed 0: done before, skipped"
-    with open(os.path.join(first, "result.json")) as f:
+    summary = ablation.sweep(TINY, out, records=records, data_dir=data_dir, log=lines.append)
+    assert [os.path.relpath(w, out) for w in trained] == [
+        "runs/3d/restormer/seed1",
+        "runs/3d/ce_router_routing/seed0",
+    ]
+    assert lines[0] == "[1/3] 3d restormer seed 0: recorded, skipped"
+    with open(first) as f:
         assert f.read() == before
-    records = []
-    for workdir in (first, second):
-        with open(os.path.join(workdir, "result.json")) as f:
-            records.append(json.load(f))
-        assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]  # pruned
-    assert [p["step"] for p in records[1]["curve"]] == [0, 2]
-    assert records[1]["final"]["psnr"].keys() == {
+    found = ablation.load_records(records, "test")
+    assert [(r["arm"], r["seed"]) for r in found] == [
+        ("ce_router_routing", 0),
+        ("restormer", 0),
+        ("restormer", 1),
+    ]
+    hair, _, second = found
+    workdir = os.path.join(out, "runs", "3d", "restormer", "seed1")
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]  # pruned
+    with open(os.path.join(workdir, "result.json")) as f:
+        assert json.load(f) == second
+    assert [p["step"] for p in second["curve"]] == [0, 2]
+    assert second["final"]["psnr"].keys() == {
         f"synthetic_{t}" for t in ("denoise_15", "denoise_25", "denoise_50", "derain", "dehaze")
     }
+    assert second["machine"]["cores"] == os.cpu_count() and second["giv_swap"] is None
+    # The HAIR arm's record has every selection measure, at every point.
+    assert hair["hair"] == {"giv_loss_weight": 0.1, "routing_loss_weight": 0.05}
+    for point in [*hair["curve"], hair["final"]]:
+        assert {"entropy", "type_mi", "logit_spread", "separation"} <= set(point)
+    assert set(hair["final"]["uniform_drop"]) == {*second["final"]["psnr"], "average"}
+    assert -1 <= hair["final"]["box_similarity"] <= 1 and hair["model"]["giv_classes"] == 5
     stats = summary["settings"]["3d"]["restormer"]["psnr"]["average"]
-    averages = [r["final"]["average_psnr"] for r in records]
+    averages = [r["final"]["average_psnr"] for r in found[1:]]
     assert stats["mean"] == pytest.approx(np.mean(averages))
     assert stats["std"] == pytest.approx(np.std(averages, ddof=1))
-    with open(os.path.join(out, "results.json")) as f:
+    folder = os.path.join(records, "test")
+    with open(os.path.join(folder, "results.json")) as f:
         assert json.load(f) == json.loads(json.dumps(summary))
-    assert os.path.getsize(os.path.join(out, "curves_3d.png")) > 0
-    with open(os.path.join(out, "results.md")) as f:
-        assert "| restormer | 2 |" in f.read()
+    assert os.path.getsize(os.path.join(folder, "curves_3d.png")) > 0
+    with open(os.path.join(folder, "results.md")) as f:
+        text = f.read()
+    assert "| restormer | 2 |" in text and "| ce_router_routing | no |" in text
+    # --summary alone rebuilds the same tables from the records.
+    os.remove(os.path.join(folder, "results.md"))
+    assert ablation.summarize(TINY, records, log=lambda _: None) == summary
+    with open(os.path.join(folder, "results.md")) as f:
+        assert f.read() == text
 
-    # One run again on its own, in a fresh --out: the same numbers.
+    # One run again on its own, in fresh folders: the same numbers.
+    fresh = str(tmp_path / "alone-records")
     alone = ablation.sweep(
-        TINY, str(tmp_path / "alone"), data_dir=data_dir, only=[("3d", "restormer", 1)]
+        TINY,
+        str(tmp_path / "alone"),
+        records=fresh,
+        data_dir=data_dir,
+        only=[("3d", "ce_router_routing", 0)],
     )
-    with open(
-        os.path.join(tmp_path, "alone", "runs", "3d", "restormer", "seed1", "result.json")
-    ) as f:
+    with open(ablation.record_path(fresh, "test", "3d", "ce_router_routing", 0)) as f:
         again = json.load(f)
-    assert again["final"] == records[1]["final"] and again["curve"] == records[1]["curve"]
-    assert again["giv_swap"] == records[1]["giv_swap"]
-    assert alone["settings"]["3d"]["restormer"]["psnr"]["average"]["n"] == 1
+    for key in ("final", "curve", "giv_swap"):
+        assert again[key] == hair[key], key
+    assert alone["settings"]["3d"]["ce_router_routing"]["psnr"]["average"]["n"] == 1
 
 
 @pytest.mark.parametrize(

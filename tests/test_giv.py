@@ -63,8 +63,8 @@ def test_synthetic_probes_are_deterministic_and_labelled():
 
 def test_collect_matches_the_model_per_image(tiny):
     # Two sizes, and 5 images of one size with a batch of 4: a padded batch.
-    probes = giv.synthetic_probes(per_task=1, size=64)
-    probes[1] = giv.Probe(probes[1].image[:48, :40], probes[1].task, probes[1].strength)
+    probes = giv.synthetic_probes(per_task=1, size=80)
+    probes[1] = giv.Probe(probes[1].image[:72, :64], probes[1].task, probes[1].strength)
     gmap = giv.collect(tiny, probes[:1] + probes[2:] + probes[1:2], batch_size=4)
     order = probes[:1] + probes[2:] + probes[1:2]
     for i, p in enumerate(order):

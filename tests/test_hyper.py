@@ -125,3 +125,62 @@ def test_hyper_level_with_second_block_type_trains_every_part():
         "blocks.1.static.conv2.bias",
     ):
         assert np.abs(flat[key]).max() > 0, key
+
+
+# ---------------------------------------------------------------------------
+# The router and bank options (all off by default)
+# ---------------------------------------------------------------------------
+def test_hsn_options_are_off_by_default_and_shape_the_logits():
+    giv = _x((5, 32), seed=3) * 0.1 + 0.3  # like a GIV: a constant plus small variation
+    plain = hyper.HSN(32, 4, rngs=nnx.Rngs(0))
+    assert plain.temperature is None and not plain.norm
+    assert len(jax.tree.leaves(nnx.state(plain, nnx.Param))) == 8  # 4 Linear: kernels, biases
+    np.testing.assert_allclose(plain(giv), jax.nn.softmax(plain.logits(giv)), atol=1e-7)
+    normed = hyper.HSN(32, 4, norm=True, rngs=nnx.Rngs(0))
+    assert normed.layers[-1].bias is None
+    # The normalised router's logits spread about 1 over boxes, the paper's ~0.01.
+    assert float(jnp.std(plain.logits(giv), -1).mean()) < 0.05
+    assert 0.3 < float(jnp.std(normed.logits(giv), -1).mean()) < 3
+    # A temperature divides the logits; a learned one starts at the same value.
+    hot = hyper.HSN(32, 4, norm=True, temperature=0.25, rngs=nnx.Rngs(0))
+    learned = hyper.HSN(
+        32, 4, norm=True, temperature=0.25, learned_temperature=True, rngs=nnx.Rngs(0)
+    )
+    assert isinstance(hot.temperature, hyper.RouterTemperature)
+    assert isinstance(learned.temperature, nnx.Param)
+    np.testing.assert_allclose(hot.logits(giv), normed.logits(giv) / 0.25, rtol=1e-5)
+    np.testing.assert_allclose(learned.logits(giv), hot.logits(giv), rtol=1e-5)
+
+
+def test_bank_inits_scale_the_uniform_mix():
+    make = lambda r: ResBlock(16, rngs=r)
+    kernel = lambda bank: bank.weights["conv1"]["kernel"][...]  # [K, 3, 3, 16, 16]
+    uniform = jnp.full((1, 4), 0.25)
+    stds = {}
+    for init in hyper.BANK_INITS:
+        bank = hyper.WeightBank(make, 4, KERNELS, init=init, rngs=nnx.Rngs(0))
+        stds[init] = float(jnp.std(bank.mix(uniform)["conv1"]["kernel"][...]))
+    one = float(jnp.std(kernel(hyper.WeightBank(make, 1, KERNELS, rngs=nnx.Rngs(0)))))
+    assert stds["independent"] == pytest.approx(one / 2, rel=0.05)  # 1/sqrt(4)
+    assert stds["scaled"] == pytest.approx(one, rel=0.05)
+    assert stds["shared"] == pytest.approx(one, rel=0.05)
+    shared = kernel(hyper.WeightBank(make, 4, KERNELS, init="shared", rngs=nnx.Rngs(0)))
+    residual = shared - shared.mean(0)
+    assert float(jnp.std(residual)) == pytest.approx(hyper.SHARED_RESIDUAL * one, rel=0.15)
+    with pytest.raises(ValueError, match="bank init must be one of"):
+        hyper.WeightBank(make, 4, KERNELS, init="orthogonal", rngs=nnx.Rngs(0))
+
+
+def test_selectors_are_the_weights_the_blocks_use_after_the_temperature():
+    make = BLOCKS["resblock"]
+    level = hyper.HyperLevel(
+        make, 2, 3, 16, KERNELS, hsn_kw={"norm": True, "temperature": 0.2}, rngs=nnx.Rngs(0)
+    )
+    x, giv = _x((3, 8, 8, 6)), _x((3, 16), seed=5)
+    selectors = level.selectors(giv)  # [blocks, B, boxes]
+    np.testing.assert_allclose(selectors, jax.nn.softmax(level.logits(giv)), atol=1e-6)
+    assert float(jnp.abs(selectors - 1 / 3).max()) > 0.1  # the temperature sharpened them
+    y = x
+    for block, weights in zip(level.blocks, selectors):
+        y = block(y, level.bank.mix(weights))
+    np.testing.assert_allclose(level(x, giv), y, atol=1e-5)

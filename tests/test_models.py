@@ -92,16 +92,19 @@ def test_given_giv_replaces_computed_one(ref_model, fixture_io):
 
 
 def test_bad_shapes_raise_clear_errors(ref_model):
-    with pytest.raises(ValueError, match="multiples of 8 and at least 32, got 40x36"):
+    # The tiny DAC has one channel per GroupNorm group: 64 px (models.min_size).
+    with pytest.raises(ValueError, match="multiples of 8 and at least 64, got 40x36"):
         ref_model(jnp.zeros((1, 40, 36, 3)))
-    with pytest.raises(ValueError, match="multiples of 8 and at least 32, got 16x32"):
+    with pytest.raises(ValueError, match="multiples of 8 and at least 64, got 16x32"):
         ref_model.giv(jnp.zeros((1, 16, 32, 3)))
+    with pytest.raises(ValueError, match="multiples of 8 and at least 64, got 56x64"):
+        ref_model(jnp.zeros((1, 56, 64, 3)))
     with pytest.raises(
         ValueError, match=r"expected images \[B, H, W, 3\], got shape \(1, 3, 16, 16\)"
     ):
         ref_model(jnp.zeros((1, 3, 16, 16)))
     with pytest.raises(ValueError, match=r"giv has shape \(1, 7\), expected \(1, 32\)"):
-        ref_model(jnp.zeros((1, 32, 32, 3)), giv=jnp.zeros((1, 7)))
+        ref_model(jnp.zeros((1, 64, 64, 3)), giv=jnp.zeros((1, 7)))
 
 
 @pytest.mark.parametrize(

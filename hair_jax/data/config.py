@@ -11,6 +11,9 @@ from hair_jax.data import layout
 # Task-and-strength names; a task's position is its integer id in batches.
 TASKS = ("denoise_15", "denoise_25", "denoise_50", "derain", "dehaze", "deblur", "lowlight")
 THREE_TASKS = TASKS[:5]
+# Degradation types (the noise levels are one type) and each task's type id.
+TYPES = ("noise", "rain", "haze", "blur", "low light")
+TYPE_OF_TASK = (0, 0, 0, 1, 2, 3, 4)
 
 # Training sources per configuration name: task -> (dataset, split, repeats per
 # epoch). The reference lists each clean image once per sigma, Rain100L 120

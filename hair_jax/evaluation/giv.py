@@ -32,21 +32,13 @@ import numpy as np
 from hair_jax import inference
 from hair_jax.data import config as data_config
 from hair_jax.data import degrade, synthetic
-from hair_jax.evaluation import metrics
+from hair_jax.evaluation import metrics, selection
 from hair_jax.evaluation.protocol import select_test_sets
 from hair_jax.io.files import write_atomic
 from hair_jax.nn import models
 
 # Degradation type of each task name (the colours of the plots).
-KINDS = {
-    "denoise_15": "noise",
-    "denoise_25": "noise",
-    "denoise_50": "noise",
-    "derain": "rain",
-    "dehaze": "haze",
-    "deblur": "blur",
-    "lowlight": "low light",
-}
+KINDS = {t: data_config.TYPES[i] for t, i in zip(data_config.TASKS, data_config.TYPE_OF_TASK)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,16 +246,41 @@ def _kind_order(kinds) -> list[str]:
     return sorted(set(kinds), key=lambda k: (known.index(k) if k in known else len(known), k))
 
 
+# GIVs whose spread across images is below this fraction of their size are
+# one point: the DAC cannot see the image (e.g. a 1x1 map at its last norm).
+FLAT_SPREAD = 1e-4
+
+
+def relative_spread(givs: np.ndarray) -> float:
+    """Mean over features of the GIVs' std across images, over their rms (0 = all equal)."""
+    givs = np.asarray(givs, np.float64)
+    return float(givs.std(0).mean() / max(np.sqrt(np.mean(givs**2)), 1e-30))
+
+
+def flat_warning(gmap: GivMap) -> str | None:
+    """One line when the GIVs hardly vary across images, else None."""
+    spread = relative_spread(gmap.givs)
+    if spread >= FLAT_SPREAD:
+        return None
+    return (
+        f"warning: the {len(gmap.givs)} GIVs are one point (relative spread {spread:.1e}): "
+        "this model's DAC does not see the image at these sizes; t-SNE skipped"
+    )
+
+
 def plot_givs(gmap: GivMap, *, title: str = "", use_tsne: bool = True):
     """The GIVs in 2-D: one row per projection (PCA, t-SNE), coloured by type and strength.
 
-    Returns a `matplotlib.figure.Figure` (no pyplot state is touched).
+    t-SNE is left out when the GIVs are one point (`flat_warning`): it has
+    nothing to show, and scikit-learn's Barnes-Hut t-SNE can crash on
+    identical points. Returns a `matplotlib.figure.Figure` (no pyplot
+    state is touched).
     """
     # matplotlib takes a second to import; only the plots need it.
     from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
     projections = [("PCA", *pca(gmap.givs))]
-    if use_tsne:
+    if use_tsne and flat_warning(gmap) is None:
         points = tsne(gmap.givs)
         if points is not None:
             projections.append(("t-SNE", points, None))
@@ -357,24 +374,13 @@ def save_figure(fig, path: str, dpi: int = 110) -> None:
 
 
 def selector_entropy(selectors) -> float | None:
-    """Mean normalised entropy of the HSN softmaxes, over blocks, images and levels.
-
-    Each softmax p over B boxes gives -sum(p log p) / log B: 1 for uniform
-    weights (no choice), 0 for a one-hot choice. Levels of one box have no
-    choice and are left out; None if no level has more than one box.
+    """`selection.normalised_entropy` as a float (None if no level has more than one box).
 
     Args:
       selectors: level -> [num_blocks, N, num_box] (`ResHAIR.selectors`, `GivMap.selectors`).
     """
-    values = []
-    for weights in selectors.values():
-        weights = np.asarray(weights, np.float64)
-        boxes = weights.shape[-1]
-        if boxes < 2:
-            continue
-        logs = np.log(np.where(weights > 0, weights, 1.0))  # 0 log 0 = 0
-        values.append((-(weights * logs).sum(-1) / np.log(boxes)).reshape(-1))
-    return float(np.mean(np.concatenate(values))) if values else None
+    value = selection.normalised_entropy(selectors)
+    return None if value is None else float(value)
 
 
 def separation(gmap: GivMap) -> dict[str, float]:
@@ -394,9 +400,17 @@ def separation(gmap: GivMap) -> dict[str, float]:
 
 
 def summary(stats: dict) -> str:
-    """`separation`'s numbers in one line."""
-    return (
+    """`separation`'s numbers in one line, and the selection measures' when given."""
+    line = (
         f"GIV nearest-centroid accuracy (balanced, leave-one-out, {stats['num_images']} images): "
         f"degradation type {stats['type_accuracy']:.1%} (chance {stats['chance']:.1%}), "
         f"task with noise level {stats['task_accuracy']:.1%}"
     )
+    if stats.get("entropy") is not None:
+        line += (
+            f"\nSelectors: normalised entropy {stats['entropy']:.3f} (1 = uniform, no choice), "
+            f"mutual information with the type {stats['type_mi']:.3f} (0 = type-blind)"
+        )
+    if stats.get("warning"):
+        line += "\n" + stats["warning"]
+    return line

@@ -45,7 +45,8 @@ def save_model(model: nnx.Module, directory: str | os.PathLike) -> None:
     try:
         with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
             f.write(model.config.to_json())
-        params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+        # Every variable: the parameters, and a router temperature if the model has one.
+        params = nnx.to_pure_dict(nnx.state(model))
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(os.path.join(tmp, PARAMS_DIR), params)
         if os.path.isdir(directory):
@@ -88,6 +89,17 @@ def _check_types(d: dict) -> None:
         elif isinstance(want, bool) or name == "bias":
             ok = isinstance(value, bool)
             kind = "true or false"
+        elif name == "giv_classes":
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            kind = "an integer >= 0"
+        elif name == "type_routing":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+            kind = "a number >= 0"
+        elif name == "router_temperature":
+            ok = value is None or (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+            )
+            kind = "null or a number > 0"
         elif isinstance(want, int) or name == "dac_channels":
             ok = (value is None and want is None) or (
                 isinstance(value, int) and not isinstance(value, bool) and value > 0

@@ -19,8 +19,9 @@ from flax import nnx
 from hair_jax.nn import dac, hyper, layers, nafnet, restormer, stages
 
 # The DAC halves the H/8 latent twice more; below 32 px nothing would be left.
-# At 32 px its last map is 1x1, where a GroupNorm with one channel per group
-# (C=16) outputs a constant: train such small models on 64 px or more.
+# At 32-56 px its last map is 1x1, where a GroupNorm with one channel per
+# group outputs a constant: such DACs (the tiny variant's) need 64 px, see
+# `min_size`.
 MIN_SIZE = 32
 HYPER_LEVELS = ("latent", "decoder_level3", "decoder_level2", "decoder_level1", "refinement")
 ARCHS = ("res_hair", "restormer", "nafnet", "naf_hair")
@@ -78,6 +79,19 @@ class ModelConfig:
       dac_channels: DAC width; None means int(1.5 * dim) as released.
       dac_groups: GroupNorm groups in the DAC.
       hsn_depth: hidden layers of each HSN.
+      giv_classes: if > 0, a linear head on the GIV with this many outputs
+        (`giv_logits`), for the degradation-type loss of training
+        (`config.hair.giv_loss_weight`); 0 (the paper) has none.
+      router_norm: the normalised router of `hyper.HSN` (norm=True).
+      router_temperature: the HSNs' softmax temperature; None (the paper)
+        divides by nothing. Below 1 sharpens the selectors.
+      learned_temperature: learn each HSN's temperature (starting at
+        router_temperature, or 1).
+      bank_init: how weight banks start, see `hyper.WeightBank`
+        ("independent", the paper's; "scaled"; "shared").
+      type_routing: if > 0 (needs giv_classes), every HSN's logits get this
+        gain times the GIV head's type posterior on box (type mod boxes):
+        `hyper.TypeRouting`. 0 (the paper) routes by the HSNs alone.
       conv_impl: "fast" (exact fast paths for 1x1 and depthwise convs),
         "fast_rows" (the same, with the depthwise kernel gradient summed over
         blocks of rows in a loop: the XLA:CPU form), "lax" (always
@@ -112,6 +126,12 @@ class ModelConfig:
     dac_channels: int | None = None
     dac_groups: int = 24
     hsn_depth: int = 3
+    giv_classes: int = 0
+    router_norm: bool = False
+    router_temperature: float | None = None
+    learned_temperature: bool = False
+    bank_init: str = "independent"
+    type_routing: float = 0.0
     conv_impl: str = "auto"
     dtype: str = "float32"
     remat: str = "auto"
@@ -149,6 +169,16 @@ class ModelConfig:
         if self.remat not in ("auto", *stages.REMAT):
             raise ValueError(f"remat must be one of {('auto', *stages.REMAT)}, got {self.remat!r}")
         object.__setattr__(self, "scan_blocks", _parse_scan(self.scan_blocks))
+        if self.bank_init not in hyper.BANK_INITS:
+            raise ValueError(f"bank_init must be one of {hyper.BANK_INITS}, got {self.bank_init!r}")
+        if self.router_temperature is not None and not self.router_temperature > 0:
+            raise ValueError(f"router_temperature must be > 0, got {self.router_temperature!r}")
+        if self.giv_classes < 0:
+            raise ValueError(f"giv_classes must be >= 0, got {self.giv_classes!r}")
+        if self.type_routing < 0 or (self.type_routing and not self.giv_classes):
+            raise ValueError(
+                f"type_routing must be >= 0 and needs giv_classes > 0, got {self.type_routing!r}"
+            )
         levels = 1 + len(self.dec_blocks) if self.arch in NAF_ARCHS else len(HYPER_LEVELS)
         if self.num_box is not None and len(self.num_box) != levels:
             raise ValueError(f"num_box needs {levels} entries, got {self.num_box}")
@@ -176,6 +206,17 @@ class ModelConfig:
 
     def stage_kwargs(self) -> dict[str, Any]:
         return {"remat": self.remat, "scan": self.scan_blocks}
+
+    def hyper_kwargs(self) -> dict[str, Any]:
+        """`hyper.HyperLevel` arguments of the router and bank options."""
+        hsn_kw = {}
+        if self.router_norm:
+            hsn_kw["norm"] = True
+        if self.router_temperature is not None:
+            hsn_kw["temperature"] = self.router_temperature
+        if self.learned_temperature:
+            hsn_kw["learned_temperature"] = True
+        return {"hsn_depth": self.hsn_depth, "hsn_kw": hsn_kw, "bank_init": self.bank_init}
 
     def block_kwargs(self) -> dict[str, Any]:
         return {"bias": self.bias, "with_bias_norm": self.layer_norm == "WithBias"}
@@ -279,8 +320,8 @@ class ResHAIR(nnx.Module):
                 boxes,
                 cfg.giv_dim,
                 nnx.PathContains("kernel"),
-                hsn_depth=cfg.hsn_depth,
                 rngs=rngs,
+                **cfg.hyper_kwargs(),
                 **stage_kw,
             )
 
@@ -301,15 +342,36 @@ class ResHAIR(nnx.Module):
         self.decoder_level1 = hyper_level(2 * c, nb[0], heads[0], boxes[3])
         self.refinement = hyper_level(2 * c, cfg.num_refinement_blocks, heads[0], boxes[4])
         self.output = layers.Conv2d(2 * c, 3, 3, use_bias=cfg.bias, rngs=rngs, **conv_kw)
+        self.giv_head = hyper.giv_head(cfg.giv_dim, cfg.giv_classes, rngs)
+        self.type_routing = hyper.TypeRouting(cfg.type_routing) if cfg.type_routing else None
+
+    def types(self, giv: jax.Array) -> jax.Array | None:
+        """The `hyper.TypeRouting` weights [B, T] of `giv`, or None without type routing."""
+        return None if self.type_routing is None else self.type_routing.weights(self.giv_head(giv))
+
+    @property
+    def min_size(self) -> int:
+        """Smallest input height/width (`min_size` of the config)."""
+        return min_size(self.config)
 
     def giv(self, x: jax.Array) -> jax.Array:
         """The global information vector [B, 2C] of images x [B, H, W, 3]."""
-        layers.check_images(x, min_size=MIN_SIZE)
+        layers.check_images(x, min_size=self.min_size)
         return self.dac(self.encoder(x)[1])
+
+    def giv_logits(self, giv: jax.Array) -> jax.Array:
+        """[B, giv_classes]: the degradation-type head on the GIV (giv_classes > 0)."""
+        return self.giv_head(giv)
 
     def selectors(self, giv: jax.Array) -> dict[str, jax.Array]:
         """Per hyper level, the HSN softmax weights [num_blocks, B, num_box]."""
-        return {name: getattr(self, name).selectors(giv) for name in HYPER_LEVELS}
+        types = self.types(giv)
+        return {name: getattr(self, name).selectors(giv, types) for name in HYPER_LEVELS}
+
+    def router_logits(self, giv: jax.Array) -> dict[str, jax.Array]:
+        """Per hyper level, what the HSN softmaxes read [num_blocks, B, num_box]."""
+        types = self.types(giv)
+        return {name: getattr(self, name).logits(giv, types) for name in HYPER_LEVELS}
 
     def __call__(self, x: jax.Array, giv: jax.Array | None = None) -> jax.Array:
         return self.features(x, giv)["output"]
@@ -320,7 +382,7 @@ class ResHAIR(nnx.Module):
         Keys: encoder_level1-3, latent_input, giv, latent, decoder_level3-1,
         refinement, output. Under `jax.jit` the unused ones cost nothing.
         """
-        layers.check_images(x, min_size=MIN_SIZE)
+        layers.check_images(x, min_size=self.min_size)
         if giv is not None and giv.shape != (x.shape[0], self.config.giv_dim):
             raise ValueError(
                 f"giv has shape {giv.shape}, expected {(x.shape[0], self.config.giv_dim)}"
@@ -330,17 +392,32 @@ class ResHAIR(nnx.Module):
             self.encoder(x)
         )
         f["giv"] = giv = self.dac(f["latent_input"]) if giv is None else giv
-        f["latent"] = y = self.latent(f["latent_input"], giv)
+        types = self.types(giv)
+        f["latent"] = y = self.latent(f["latent_input"], giv, types)
         y = self.up4_3(self.reduce_latent(y))
         y = self.reduce_chan_level3(jnp.concatenate([y, f["encoder_level3"]], axis=-1))
-        f["decoder_level3"] = y = self.decoder_level3(y, giv)
+        f["decoder_level3"] = y = self.decoder_level3(y, giv, types)
         y = self.reduce_chan_level2(jnp.concatenate([self.up3_2(y), f["encoder_level2"]], axis=-1))
-        f["decoder_level2"] = y = self.decoder_level2(y, giv)
+        f["decoder_level2"] = y = self.decoder_level2(y, giv, types)
         y = jnp.concatenate([self.up2_1(y), f["encoder_level1"]], axis=-1)
-        f["decoder_level1"] = y = self.decoder_level1(y, giv)
-        f["refinement"] = y = self.refinement(y, giv)
+        f["decoder_level1"] = y = self.decoder_level1(y, giv, types)
+        f["refinement"] = y = self.refinement(y, giv, types)
         f["output"] = (self.output(y) + x).astype(x.dtype)
         return f
+
+
+def min_size(cfg: ModelConfig) -> int:
+    """Smallest image height/width a Res-HAIR of `cfg` takes: 32, or 64 for a blind DAC.
+
+    The DAC reads the H/8 latent and halves it twice. Below 64 px its last
+    GroupNorm sees a 1x1 map; with one channel per group (the tiny variant's
+    24 channels in 24 groups) that normalises every image to the same
+    constant, so the GIV could not depend on the image. Such DACs need 64 px
+    (a 2x2 map); with two or more channels per group (the paper's 72 in 24)
+    32 px is enough.
+    """
+    channels = cfg.dac_channels or int(1.5 * cfg.dim)
+    return 2 * MIN_SIZE if channels // cfg.dac_groups < 2 else MIN_SIZE
 
 
 def level_names(model: nnx.Module) -> tuple[str, ...]:

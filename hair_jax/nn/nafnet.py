@@ -11,8 +11,8 @@ Attribute names follow the official state dict (`intro`, `encoders`,
 map onto it by a rename of `weight` to `kernel` and a layout transpose.
 
 `NAFHAIR` is the second client of `hair_jax.nn.hyper`, built the way
-Res-HAIR is: a DAC reads the middle blocks' input (H/16) and pools it into
-the GIV, and the middle level and every decoder level become
+Res-HAIR is: a DAC reads the last encoder stage's output (H/8 for four
+stages, the skip of the deepest decoder) and pools it into the GIV, and the middle level and every decoder level become
 `hyper.HyperLevel`s of NAFBlocks with `nnx.PathContains("kernel")` as the
 filter. So the kernels of all six convs of a block (conv1-conv5 and the
 channel-attention conv, which acts on a pooled vector and costs nothing)
@@ -96,7 +96,7 @@ class NAFNet(nnx.Module):
             chans.append(c)
             c *= 2
         self.middle_channels = c
-        self.before_levels(rngs)
+        self.before_levels(chans[-1], rngs)
         self.middle_blks = self.level(c, cfg.middle_blocks, 0, rngs)
         self.ups, self.decoders = nnx.List([]), nnx.List([])
         for i, n in enumerate(cfg.dec_blocks):
@@ -111,7 +111,7 @@ class NAFNet(nnx.Module):
     def plain_level(self, c: int, n: int, rngs: nnx.Rngs) -> nnx.List:
         return nnx.List([self.make_block(c, rngs) for _ in range(n)])
 
-    def before_levels(self, rngs: nnx.Rngs) -> None:
+    def before_levels(self, skip_channels: int, rngs: nnx.Rngs) -> None:
         """Hook for modules built before the middle level (NAF-HAIR's DAC)."""
 
     def level(self, c: int, n: int, index: int, rngs: nnx.Rngs):
@@ -139,7 +139,7 @@ class NAFNet(nnx.Module):
         inp, skips, y = self.encode(x)
         f["middle_input"] = y
         h, w = x.shape[1:3]
-        giv = self.compute_giv(f, giv, x.shape[0])
+        giv = self.compute_giv(f, giv, skips[-1])
         f["middle"] = y = self.run_level(self.middle_blks, y, giv)
         for decoder, up, skip in zip(self.decoders, self.ups, skips[::-1]):
             y = layers.pixel_shuffle(up(y), 2) + skip
@@ -161,7 +161,7 @@ class NAFNet(nnx.Module):
             y = down(y)
         return inp, skips, y
 
-    def compute_giv(self, f: dict, giv: jax.Array | None, batch: int) -> jax.Array | None:
+    def compute_giv(self, f: dict, giv: jax.Array | None, skip: jax.Array) -> jax.Array | None:
         return None
 
 
@@ -171,16 +171,25 @@ class NAFHAIR(NAFNet):
     `model(x)` computes the GIV from x; `model(x, giv=g)` uses a given one.
     """
 
-    def before_levels(self, rngs: nnx.Rngs) -> None:
+    def before_levels(self, skip_channels: int, rngs: nnx.Rngs) -> None:
         cfg = self.config
+        # The DAC reads the deepest skip (H/8), not the middle input (H/16):
+        # at the 64 px minimum its last GroupNorm then sees a 2x2 map; a 1x1
+        # map with one channel per group normalises every image to one GIV.
         self.dac = dac.DAC(
-            self.middle_channels,
+            skip_channels,
             cfg.dac_channels or int(1.5 * cfg.dim),
             cfg.giv_dim,
             groups=cfg.dac_groups,
             rngs=rngs,
             **cfg.conv_kwargs(),
         )
+        self.giv_head = hyper.giv_head(cfg.giv_dim, cfg.giv_classes, rngs)
+        self.type_routing = hyper.TypeRouting(cfg.type_routing) if cfg.type_routing else None
+
+    def types(self, giv: jax.Array) -> jax.Array | None:
+        """The `hyper.TypeRouting` weights [B, T] of `giv`, or None without type routing."""
+        return None if self.type_routing is None else self.type_routing.weights(self.giv_head(giv))
 
     def level(self, c: int, n: int, index: int, rngs: nnx.Rngs):
         cfg = self.config
@@ -192,43 +201,57 @@ class NAFHAIR(NAFNet):
             cfg.boxes[index],
             cfg.giv_dim,
             nnx.PathContains("kernel"),
-            hsn_depth=cfg.hsn_depth,
             rngs=rngs,
+            **cfg.hyper_kwargs(),
             **self.stage_kw,
         )
 
     def run_level(self, level, x, giv):
-        return level(x, giv)
+        return level(x, giv, self.types(giv))
 
     @property
     def min_size(self) -> int:
-        """Smallest input height/width: the DAC's two stride-2 convs need 4 px."""
+        """Smallest input height/width: the DAC's input (1/(multiple/2)) must be 8 px.
+
+        Its two stride-2 convs then leave a 2x2 map, so the GIV depends on
+        the image even with one channel per GroupNorm group.
+        """
         return 4 * self.multiple
 
-    def compute_giv(self, f, giv, batch):
+    def compute_giv(self, f, giv, skip):
+        batch = skip.shape[0]
         if giv is not None and giv.shape != (batch, self.config.giv_dim):
             raise ValueError(f"giv has shape {giv.shape}, expected {(batch, self.config.giv_dim)}")
-        f["giv"] = giv = self._dac(f["middle_input"]) if giv is None else giv
+        f["giv"] = giv = self._dac(skip) if giv is None else giv
         return giv
 
-    def _dac(self, middle_input: jax.Array) -> jax.Array:
-        if min(middle_input.shape[1:3]) < 4:
+    def _dac(self, skip: jax.Array) -> jax.Array:
+        scale = self.multiple // 2
+        if min(skip.shape[1:3]) * scale < self.min_size:
             raise ValueError(
                 f"NAF-HAIR computes its GIV from images of at least {self.min_size}x"
-                f"{self.min_size} px (the DAC's input is 1/{self.multiple} of the image), got "
-                f"{middle_input.shape[1] * self.multiple}x{middle_input.shape[2] * self.multiple}"
-                " after padding"
+                f"{self.min_size} px (the DAC's input is 1/{scale} of the image), got "
+                f"{skip.shape[1] * scale}x{skip.shape[2] * scale} after padding"
             )
-        return self.dac(middle_input)
+        return self.dac(skip)
 
     def giv(self, x: jax.Array) -> jax.Array:
         """The global information vector [B, 2 * width] of images x [B, H, W, 3]."""
-        return self._dac(self.encode(x)[2])
+        return self._dac(self.encode(x)[1][-1])
+
+    def giv_logits(self, giv: jax.Array) -> jax.Array:
+        """[B, giv_classes]: the degradation-type head on the GIV (giv_classes > 0)."""
+        return self.giv_head(giv)
+
+    def router_logits(self, giv: jax.Array) -> dict[str, jax.Array]:
+        """Per hyper level, what the HSN softmaxes read [num_blocks, B, num_box]."""
+        levels, types = [self.middle_blks, *self.decoders], self.types(giv)
+        return {name: lvl.logits(giv, types) for name, lvl in zip(self.level_names(), levels)}
 
     def level_names(self) -> tuple[str, ...]:
         return ("middle_blks",) + tuple(f"decoders.{i}" for i in range(len(self.decoders)))
 
     def selectors(self, giv: jax.Array) -> dict[str, jax.Array]:
         """Per hyper level, the HSN softmax weights [num_blocks, B, num_box]."""
-        levels = [self.middle_blks, *self.decoders]
-        return {name: lvl.selectors(giv) for name, lvl in zip(self.level_names(), levels)}
+        levels, types = [self.middle_blks, *self.decoders], self.types(giv)
+        return {name: lvl.selectors(giv, types) for name, lvl in zip(self.level_names(), levels)}

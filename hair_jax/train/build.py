@@ -8,7 +8,7 @@ import jax
 import optax
 from flax import nnx
 
-from hair_jax.train.config import model_config
+from hair_jax.train.config import model_config, objective
 from hair_jax.train.mesh import create_mesh
 from hair_jax.train.state import (
     TrainState,
@@ -56,5 +56,6 @@ def setup(config, mesh=None, platform=None):
     platform = platform or mesh.devices.flat[0].platform
     graphdef, init_fn = make_init_fn(mcfg, tx, tc.ema_decay > 0, platform)
     abstract, shardings = abstract_train_state(init_fn, mesh, tc.get("shard_min_size", 2**18))
-    step = make_train_step(graphdef, tx, schedule, tc.ema_decay)
+    obj = objective(config)
+    step = make_train_step(graphdef, tx, schedule, tc.ema_decay, obj, mcfg.router_temperature)
     return Setup(mesh, mcfg, graphdef, schedule, step, abstract, shardings, init_fn, tc.seed)

@@ -8,6 +8,7 @@ and exits with code 2. `train_and_evaluate` runs these checks before it
 writes or restores anything, so a mistaken run leaves the workdir as it was.
 """
 
+import dataclasses
 import difflib
 import json
 import os
@@ -16,6 +17,7 @@ import ml_collections
 
 from hair_jax import data
 from hair_jax.nn import models
+from hair_jax.train.objective import Objective
 
 CONFIG_FILE = "config.json"
 
@@ -70,9 +72,17 @@ def model_config(config):
         raise ConfigError(f"config.model: {e}") from None
 
 
+def objective(config) -> Objective:
+    """The training loss's options, `config.hair` (ConfigError if they are wrong)."""
+    try:
+        return Objective.from_config(config, model_config(config))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+
+
 def check_config(config):
-    """Raises ConfigError unless config names a known model, data and tasks."""
-    model_config(config)
+    """Raises ConfigError unless config names a known model, data, tasks and loss."""
+    objective(config)
     try:
         data.tasks_of(config.data)
         data.test_sets_of(config.data)
@@ -121,6 +131,11 @@ class _Absent:
 _ABSENT = _Absent()
 
 
+# Fields added after runs were saved, with the value that means what those
+# runs did: a saved config without one resumes when the new value is this.
+LATER_DEFAULTS = {f"hair.{k}": v for k, v in dataclasses.asdict(Objective()).items()}
+
+
 def config_differences(saved, config):
     """[(field, saved value, new value)] that forbid resuming, sorted by field.
 
@@ -131,6 +146,9 @@ def config_differences(saved, config):
     # The same JSON round trip as the saved file: tuples become lists.
     new = _flatten(json.loads(config.to_json_best_effort(sort_keys=True)))
     old = _flatten(saved)
+    for field, value in LATER_DEFAULTS.items():
+        if field not in old and new.get(field, value) == value:
+            old[field] = new.get(field, value)
     return [
         (field, old.get(field, _ABSENT), new.get(field, _ABSENT))
         for field in sorted(set(old) | set(new))

@@ -11,24 +11,31 @@ import optax
 from flax import nnx
 
 from hair_jax.evaluation import metrics as metrics_lib
+from hair_jax.train import objective as objective_lib
 from hair_jax.train.mesh import BATCH_KEYS, NamedSharding, P, batch_sharding
 
 
-def l1_loss(restored, clean):
-    return jnp.mean(jnp.abs(restored.astype(jnp.float32) - clean))
+def make_train_step(graphdef, tx, schedule, ema_decay=0.0, objective=None, end_temperature=None):
+    """Returns the pure `train_step(state, batch) -> (state, metrics)`.
 
+    `objective` (`objective.Objective`, default: the paper's L1 loss) adds
+    HAIR's selection losses; when it anneals the router temperature, each
+    step first sets the model's `RouterTemperature`s to the schedule's value
+    at that step, going to `end_temperature` (kept in the state's `rest`).
+    """
+    objective = objective or objective_lib.Objective()
 
-def make_train_step(graphdef, tx, schedule, ema_decay=0.0):
-    """Returns the pure `train_step(state, batch) -> (state, metrics)`."""
-
-    def loss_fn(params, rest, batch):
+    def loss_fn(params, rest, batch, step):
         model = nnx.merge(graphdef, params, rest)
-        restored = model(batch["degraded"])
-        return l1_loss(restored, batch["clean"]), restored
+        return objective_lib.loss_fn(model, batch, step, objective)
 
     def train_step(state, batch):
-        (loss, restored), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.rest, batch
+        rest = state.rest
+        if objective.temperature_anneal_steps:
+            tau = objective.temperature(state.step, end_temperature)
+            rest = objective_lib.set_temperature(rest, tau)
+        (loss, (restored, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, rest, batch, state.step
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -40,8 +47,13 @@ def make_train_step(graphdef, tx, schedule, ema_decay=0.0):
             "psnr": jnp.mean(metrics_lib.psnr(restored, batch["clean"])),
             "lr": schedule(state.step),
             "grad_norm": optax.tree.norm(grads),
+            **extra,
         }
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema=ema)
+        if objective.temperature_anneal_steps:
+            metrics["router_temperature"] = tau
+        new_state = state.replace(
+            step=state.step + 1, params=params, rest=rest, opt_state=opt_state, ema=ema
+        )
         return new_state, metrics
 
     return train_step
