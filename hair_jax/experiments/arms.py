@@ -94,6 +94,16 @@ ARMS: dict[str, Arm] = {
         hair={"giv_loss_weight": 0.1},
         about="ce + router + type routing (gain 1.5 at temperature 0.5)",
     ),
+    "typed_skip": Arm(
+        model={**_HEAD, "type_routing": 3.0, "giv_skip": True},
+        hair={"giv_loss_weight": 0.1},
+        about="typed, with the GIV skip (the latent's mean added to the GIV)",
+    ),
+    "ce_skip": Arm(
+        model={**_HEAD, "giv_skip": True},
+        hair={"giv_loss_weight": 0.1},
+        about="ce with the GIV skip, HSNs as the paper's",
+    ),
     "ce_router_target": Arm(
         model={**_HEAD, **_ROUTER},
         hair={"giv_loss_weight": 0.1, "routing_target_weight": 0.05},
@@ -160,13 +170,19 @@ class Preset:
         return sorted({*range(0, self.num_steps, self.eval_every), self.num_steps})
 
 
-_MAIN = ("ce_router_routing", "res_hair", "restormer", "restormer_wide")
+# The selecting candidate first, then its controls; then the other options,
+# each on one seed. Seeds 1-4 of the main arms come last.
+_MAIN = ("typed_skip", "res_hair", "restormer", "restormer_wide")
 _SCREEN = (
     "res_hair_1box",
+    "typed",
+    "ce_skip",
     "ce",
-    "router",
+    "typed_router",
     "ce_router",
     "ce_router_target",
+    "ce_router_routing",
+    "router",
     "routing",
     "supcon",
     "anneal",
@@ -220,7 +236,7 @@ PRESETS = {
         max_images=None,
         runs=(
             *(("3d", arm, (seed,)) for seed in (0, 1, 2) for arm in _MAIN),
-            *(("3d", arm, (0,)) for arm in ("res_hair_1box", "ce_router")),
+            *(("3d", arm, (0,)) for arm in ("res_hair_1box", "typed")),
             *(("5d", arm, (seed,)) for seed in (0, 1, 2) for arm in _MAIN[:3]),
         ),
     ),

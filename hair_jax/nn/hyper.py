@@ -188,6 +188,22 @@ def giv_head(giv_dim: int, classes: int, rngs: nnx.Rngs) -> nnx.Linear | None:
     return nnx.Linear(giv_dim, classes, rngs=rngs) if classes else None
 
 
+class GivSkip(nnx.Module):
+    """A linear map of a feature map's spatial mean [B, C] -> [B, giv_dim], zero at first.
+
+    Added to the DAC's GIV (`ModelConfig.giv_skip`): the mean keeps the
+    per-image statistics (noise energy, contrast) that the DAC's last
+    GroupNorm removes before it pools.
+    """
+
+    def __init__(self, channels: int, giv_dim: int, *, rngs: nnx.Rngs):
+        zeros = nnx.initializers.zeros_init()
+        self.proj = nnx.Linear(channels, giv_dim, use_bias=False, kernel_init=zeros, rngs=rngs)
+
+    def __call__(self, features: jax.Array) -> jax.Array:
+        return self.proj(features.astype(jnp.float32).mean(axis=(1, 2)))
+
+
 class RoutingGain(nnx.Variable):
     """`TypeRouting`'s gain (a variable, so a copy can switch it off)."""
 

@@ -92,6 +92,10 @@ class ModelConfig:
       type_routing: if > 0 (needs giv_classes), every HSN's logits get this
         gain times the GIV head's type posterior on box (type mod boxes):
         `hyper.TypeRouting`. 0 (the paper) routes by the HSNs alone.
+      giv_skip: add to the GIV a linear map of the DAC input's spatial mean
+        (`hyper.GivSkip`, zero at initialisation). The DAC's last GroupNorm
+        normalises each image's statistics away before its pooling, so its
+        GIV hardly varies with the degradation; the mean keeps them.
       conv_impl: "fast" (exact fast paths for 1x1 and depthwise convs),
         "fast_rows" (the same, with the depthwise kernel gradient summed over
         blocks of rows in a loop: the XLA:CPU form), "lax" (always
@@ -132,6 +136,7 @@ class ModelConfig:
     learned_temperature: bool = False
     bank_init: str = "independent"
     type_routing: float = 0.0
+    giv_skip: bool = False
     conv_impl: str = "auto"
     dtype: str = "float32"
     remat: str = "auto"
@@ -344,6 +349,11 @@ class ResHAIR(nnx.Module):
         self.output = layers.Conv2d(2 * c, 3, 3, use_bias=cfg.bias, rngs=rngs, **conv_kw)
         self.giv_head = hyper.giv_head(cfg.giv_dim, cfg.giv_classes, rngs)
         self.type_routing = hyper.TypeRouting(cfg.type_routing) if cfg.type_routing else None
+        self.giv_skip = hyper.GivSkip(8 * c, cfg.giv_dim, rngs=rngs) if cfg.giv_skip else None
+
+    def _giv(self, latent: jax.Array) -> jax.Array:
+        giv = self.dac(latent)
+        return giv if self.giv_skip is None else giv + self.giv_skip(latent)
 
     def types(self, giv: jax.Array) -> jax.Array | None:
         """The `hyper.TypeRouting` weights [B, T] of `giv`, or None without type routing."""
@@ -357,7 +367,7 @@ class ResHAIR(nnx.Module):
     def giv(self, x: jax.Array) -> jax.Array:
         """The global information vector [B, 2C] of images x [B, H, W, 3]."""
         layers.check_images(x, min_size=self.min_size)
-        return self.dac(self.encoder(x)[1])
+        return self._giv(self.encoder(x)[1])
 
     def giv_logits(self, giv: jax.Array) -> jax.Array:
         """[B, giv_classes]: the degradation-type head on the GIV (giv_classes > 0)."""
@@ -391,7 +401,7 @@ class ResHAIR(nnx.Module):
         (f["encoder_level1"], f["encoder_level2"], f["encoder_level3"]), f["latent_input"] = (
             self.encoder(x)
         )
-        f["giv"] = giv = self.dac(f["latent_input"]) if giv is None else giv
+        f["giv"] = giv = self._giv(f["latent_input"]) if giv is None else giv
         types = self.types(giv)
         f["latent"] = y = self.latent(f["latent_input"], giv, types)
         y = self.up4_3(self.reduce_latent(y))

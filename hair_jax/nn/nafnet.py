@@ -186,6 +186,9 @@ class NAFHAIR(NAFNet):
         )
         self.giv_head = hyper.giv_head(cfg.giv_dim, cfg.giv_classes, rngs)
         self.type_routing = hyper.TypeRouting(cfg.type_routing) if cfg.type_routing else None
+        self.giv_skip = (
+            hyper.GivSkip(skip_channels, cfg.giv_dim, rngs=rngs) if cfg.giv_skip else None
+        )
 
     def types(self, giv: jax.Array) -> jax.Array | None:
         """The `hyper.TypeRouting` weights [B, T] of `giv`, or None without type routing."""
@@ -233,7 +236,8 @@ class NAFHAIR(NAFNet):
                 f"{self.min_size} px (the DAC's input is 1/{scale} of the image), got "
                 f"{skip.shape[1] * scale}x{skip.shape[2] * scale} after padding"
             )
-        return self.dac(skip)
+        giv = self.dac(skip)
+        return giv if self.giv_skip is None else giv + self.giv_skip(skip)
 
     def giv(self, x: jax.Array) -> jax.Array:
         """The global information vector [B, 2 * width] of images x [B, H, W, 3]."""
