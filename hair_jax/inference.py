@@ -63,6 +63,7 @@ class Predictor:
 
     Attributes:
       has_giv: the model computes a GIV (Res-HAIR); tiles then share one.
+      level_names: a HAIR model's hyper levels in order (its selectors' keys).
       min_size: smallest input height/width the model accepts.
       traces: how many times JAX traced (and so compiled) one of the
         functions; one per new input shape and function.
@@ -77,6 +78,7 @@ class Predictor:
     def __init__(self, model: nnx.Module):
         self.graphdef, self.state = nnx.split(model)
         self.has_giv = callable(getattr(model, "giv", None))
+        self.level_names = models.level_names(model) if self.has_giv else ()
         self.min_size = min_size(model)
         self.traces = 0
         self._forward = self.jit(lambda m, x: jnp.clip(m(x), 0.0, 1.0))

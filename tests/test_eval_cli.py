@@ -325,3 +325,48 @@ def test_damaged_export_is_one_line(tmp_path):
     (export / "config.json").write_text(models.VARIANTS["tiny"].to_json())
     line = _fails_with_one_line(tmp_path, f"--checkpoint={export}")
     assert f"{export / 'params'}: cannot read the parameters" in line
+
+
+def test_naf_hair_demo_workdir_draws_its_giv_picture_and_measures_selection(data_dir, tmp_path):
+    """NAF-HAIR's GIV varies at its demo's 64 px, so t-SNE (scikit-learn is installed) runs."""
+    from configs import naf_hair_demo  # pylint: disable=g-import-not-at-top
+
+    config = naf_hair_demo.get_config()
+    config.data.data_dir = data_dir
+    t = config.train
+    t.num_steps, t.warmup_steps, t.global_batch_size = 3, 1, 2
+    t.log_every, t.image_every, t.checkpoint_every = 3, 0, 3
+    workdir = tmp_path / "naf"
+    hair_train.train_and_evaluate(config, str(workdir), test_sets={})
+    plot, out = tmp_path / "giv.png", tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **train_helpers.cache_env())
+    cmd = [
+        sys.executable,
+        "eval.py",
+        f"--checkpoint={workdir}",
+        "--max_images=1",
+        f"--output={out}",
+        f"--giv_plot={plot}",
+        "--selection",
+    ]
+    proc = subprocess.run(
+        cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with PIL.Image.open(plot) as im:  # two rows: PCA and t-SNE
+        assert im.format == "PNG" and im.height > 900
+    with open(out / "results.json") as f:
+        results = json.load(f)
+    assert results["giv"]["warning"] is None and results["giv"]["num_images"] == 120
+    selection = results["selection"]
+    assert set(selection) == {
+        "entropy",
+        "type_mi",
+        "logit_spread",
+        "uniform_drop",
+        "swap_drop",
+        "selects",
+    }
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("Selection on"))
+    assert f"normalised entropy {selection['entropy']:.3f}" in line
+    assert line.endswith("(entropy <= 0.8, type_mi >= 0.2, swap_drop >= 0.1, uniform_drop >= 0.1)")

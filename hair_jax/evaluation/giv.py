@@ -187,8 +187,14 @@ def collect(model, probes: Sequence[Probe], *, batch_size: int = 8) -> GivMap:
         tasks=tuple(p.task for p in probes),
         strengths=np.array([p.strength for p in probes], np.float32),
         # jax.tree.map sorted the keys: put the levels back in the model's order.
-        selectors={name: selectors[name] for name in models.level_names(model)},
+        selectors={name: selectors[name] for name in _level_names(model, predictor)},
     )
+
+
+def _level_names(model, predictor) -> tuple[str, ...]:
+    if isinstance(predictor, inference.Predictor):
+        return predictor.level_names
+    return models.level_names(model)
 
 
 def nearest_centroid_accuracy(givs: np.ndarray, labels: Sequence[str]) -> float:

@@ -270,6 +270,9 @@ _SIDD = ((2, 2, 4, 8), 12, (2, 2, 2, 2))
 _GOPRO = ((1, 1, 1, 28), 1, (1, 1, 1, 1))
 _NAF_TINY = ((1, 1, 1, 1), 1, (1, 1, 1, 1))
 
+# The selection options of the "adaptive" variants (what the study's typed_skip arm runs).
+ADAPTIVE = {"giv_classes": 5, "type_routing": 3.0, "giv_skip": True}
+
 VARIANTS: dict[str, ModelConfig] = {
     # The paper's Res-HAIR, as released (28,559,846 parameters).
     "res_hair": ModelConfig(),
@@ -277,6 +280,13 @@ VARIANTS: dict[str, ModelConfig] = {
     "restormer": ModelConfig(arch="restormer"),
     # A small Res-HAIR for tests and CPU demos (the shape of the parity fixture).
     "tiny": ModelConfig(dim=16, num_blocks=(1, 2, 2, 1), num_refinement_blocks=1),
+    # Res-HAIR with the options that make it select (docs/results.md): a
+    # degradation-type head on the GIV (train it with config.hair.giv_loss_weight),
+    # routing by its posterior, and the latent's mean added to the GIV.
+    "res_hair_adaptive": ModelConfig(**ADAPTIVE),
+    "tiny_adaptive": ModelConfig(
+        dim=16, num_blocks=(1, 2, 2, 1), num_refinement_blocks=1, **ADAPTIVE
+    ),
     # The official NAFNet configs (NAFNet-SIDD-width32/64, NAFNet-GoPro-width32/64).
     "nafnet_sidd_32": _naf("nafnet", 32, *_SIDD),
     "nafnet_sidd_64": _naf("nafnet", 64, *_SIDD),
