@@ -44,7 +44,7 @@ import tqdm
 
 from hair_jax import inference
 from hair_jax.io import images
-from hair_jax.io.files import error_line
+from hair_jax.io.files import as_if_opened, error_line
 from hair_jax.io.torch_pickle import CheckpointError
 
 PROG = "hair-restore"
@@ -266,7 +266,7 @@ class Restorer:
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=_ext(job.target), dir=directory)
             os.close(fd)
             images.write_image(tmp, restored, picture, fmt)
-            os.chmod(tmp, 0o666 & ~_umask())
+            as_if_opened(tmp)
             os.replace(tmp, job.target)
         except Exception as e:  # noqa: BLE001 - report, keep going with the others
             if tmp and os.path.exists(tmp):
@@ -274,12 +274,6 @@ class Restorer:
             self.fail(job.source, f"cannot write {job.target} ({error_line(e)})")
             return
         self.restored.append(job.target)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def parse_args(argv=None) -> argparse.Namespace:

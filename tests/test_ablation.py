@@ -264,11 +264,16 @@ def test_sweep_records_each_run_resumes_after_a_kill_and_never_retrains(
     with open(os.path.join(folder, "results.md")) as f:
         text = f.read()
     assert "| restormer | 2 |" in text and "| ce_router_routing | no |" in text
-    # --summary alone rebuilds the same tables from the records.
+    # --summary alone rebuilds the same tables from the records, also into a doc's block.
     os.remove(os.path.join(folder, "results.md"))
-    assert ablation.summarize(TINY, records, log=lambda _: None) == summary
+    doc = tmp_path / "results.md"
+    doc.write_text("# Study\n\n<!-- study:test -->\nold\n<!-- /study:test -->\n\nAfter.\n")
+    assert ablation.summarize(TINY, records, doc=str(doc), log=lambda _: None) == summary
     with open(os.path.join(folder, "results.md")) as f:
         assert f.read() == text
+    assert (
+        doc.read_text() == f"# Study\n\n<!-- study:test -->\n{text}<!-- /study:test -->\n\nAfter.\n"
+    )
 
     # One run again on its own, in fresh folders: the same numbers.
     fresh = str(tmp_path / "alone-records")

@@ -209,6 +209,9 @@ def build(
     final = dataset_dir(data_dir, name)
     os.makedirs(data_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{BUILDERS[name].name}-", dir=data_dir)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # as os.makedirs would: the built set is renamed from here
     try:
         builder = BUILDERS[name](examples=examples, data_dir=tmp)
         with contextlib.ExitStack() as stack:

@@ -20,7 +20,8 @@ machine) is also copied to `<records>/<preset>/<setting>/<arm>/seed<seed>.json`
 record is never retrained, here or on another machine; an interrupted run
 resumes from its last checkpoint. At the end, and with `--summary` alone,
 the records are summarised (`tables`): `<records>/<preset>/results.json`,
-`results.md`, `curves_<setting>.png`.
+`results.md`, `curves_<setting>.png`, and the tables replace the
+`<!-- study:<preset> -->` block of `--doc` (docs/results.md).
 
 Arms and presets: `hair_jax.experiments.arms`.
 """
@@ -47,6 +48,7 @@ from hair_jax.io.files import write_atomic
 from hair_jax.train.loop import host_model
 
 DEFAULT_RECORDS = os.path.join("docs", "study")
+DEFAULT_DOC = os.path.join("docs", "results.md")
 
 
 # ---------------------------------------------------------------------------
@@ -220,6 +222,7 @@ def sweep(
     records: str = DEFAULT_RECORDS,
     data_dir: str | None = None,
     only=None,
+    doc: str | None = None,
     log=print,
 ) -> dict:
     """Runs every run of `preset` that has no record yet, then summarises the records.
@@ -230,6 +233,7 @@ def sweep(
       only: if given, a collection of (setting, arm, seed) runs of the preset:
         run and summarise just these (to reproduce one run on its own: give
         a fresh `records` too).
+      doc: see `summarize`.
 
     Returns:
       The summary (results.json's contents; see `tables.summarize`).
@@ -258,16 +262,23 @@ def sweep(
         _write_json(path, record)
         done.append(record)
         log(f"{head}: done, " + tables.point_line(record["final"]))
-    return summarize(preset, records, None if only is None else done, log=log)
+    return summarize(preset, records, None if only is None else done, doc=doc, log=log)
 
 
-def summarize(preset, records: str, chosen=None, log=print) -> dict:
-    """Writes results.json, results.md and the curves of `preset`'s records (or `chosen`)."""
+def summarize(preset, records: str, chosen=None, doc: str | None = None, log=print) -> dict:
+    """Writes results.json, results.md and the curves of `preset`'s records (or `chosen`).
+
+    With `doc`, the tables also replace the `<!-- study:PRESET -->` block of
+    that markdown file (docs/results.md), if it has one.
+    """
     found = chosen if chosen is not None else load_records(records, preset.name)
     summary = tables.summarize(found, preset)
     folder = os.path.join(records, preset.name)
     _write_json(os.path.join(folder, "results.json"), summary)
-    write_atomic(os.path.join(folder, "results.md"), tables.markdown(summary).encode())
+    text = tables.markdown(summary)
+    write_atomic(os.path.join(folder, "results.md"), text.encode())
+    if doc and os.path.exists(doc) and tables.embed(doc, preset.name, text):
+        log(f"Updated the tables of {doc}")
     for setting in summary["settings"]:
         tables.plot_curves(found, setting, os.path.join(folder, f"curves_{setting}.png"))
     log(f"Wrote {folder}/results.json, results.md and curves_*.png from {len(found)} records")
@@ -296,6 +307,11 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--summary", action="store_true", help="only summarise the records (train nothing)"
     )
+    parser.add_argument(
+        "--doc",
+        default=DEFAULT_DOC,
+        help=f"markdown whose <!-- study:PRESET --> block gets the tables (default {DEFAULT_DOC})",
+    )
     args = parser.parse_args(argv)
     out = args.out or os.path.join("runs", f"ablation-{args.preset}")
     preset = arms.PRESETS[args.preset]
@@ -308,9 +324,9 @@ def main(argv=None) -> None:
         cli.fail(parser.prog, e)
     cli.quiet_logs()
     if args.summary:
-        summarize(preset, args.records)
+        summarize(preset, args.records, doc=args.doc)
         return
-    sweep(preset, out, records=args.records, data_dir=args.data_dir, only=only)
+    sweep(preset, out, records=args.records, data_dir=args.data_dir, only=only, doc=args.doc)
 
 
 def _parse_run(text: str) -> tuple[str, str, int]:

@@ -12,6 +12,7 @@ import numpy as np
 
 from hair_jax.evaluation import giv, selection
 from hair_jax.experiments.arms import ARMS
+from hair_jax.io.files import write_atomic
 
 SELECTS = selection.SELECTS
 # Paired differences are taken against each of these arms (same seeds).
@@ -245,3 +246,20 @@ def plot_curves(records: list[dict], setting: str, path: str) -> None:
             ax.legend(fontsize=7, handles=[h for h in ax.get_lines() if h.get_label()[0] in "cu'"])
     fig.suptitle(f"Setting {setting}: mean over seeds, band from min to max")
     giv.save_figure(fig, path)
+
+
+def embed(doc: str, preset: str, text: str) -> bool:
+    """Replaces the block between `<!-- study:PRESET -->` and `<!-- /study:PRESET -->` in `doc`.
+
+    Returns False (and changes nothing) when `doc` lacks the markers.
+    """
+    begin, end = f"<!-- study:{preset} -->", f"<!-- /study:{preset} -->"
+    with open(doc, encoding="utf-8") as f:
+        content = f.read()
+    if begin not in content or end not in content:
+        return False
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    content = f"{head}{begin}\n{text.rstrip()}\n{end}{tail}"
+    write_atomic(doc, content.encode())
+    return True

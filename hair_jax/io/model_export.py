@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from hair_jax.io.files import error_line
+from hair_jax.io.files import error_line, temp_dir
 from hair_jax.nn import models
 
 CONFIG_FILE = "config.json"
@@ -41,7 +40,7 @@ def save_model(model: nnx.Module, directory: str | os.PathLike) -> None:
         raise ExportError(f"{directory} already exists and is not empty; choose a new directory")
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(directory) + "-", dir=parent)
+    tmp = temp_dir(".tmp-" + os.path.basename(directory) + "-", parent)
     try:
         with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
             f.write(model.config.to_json())

@@ -17,6 +17,7 @@ class Logger:
     def __init__(self, workdir, config, start_step, num_steps):
         self.active = jax.process_index() == 0
         self.writer = self.bar = None
+        self.num_steps = num_steps
         self._last = (start_step, time.perf_counter())
         if not self.active:
             return
@@ -27,29 +28,43 @@ class Logger:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True))
         os.replace(path + ".tmp", path)
         self.writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tb"))
-        self.bar = tqdm.tqdm(
-            total=num_steps, initial=start_step, unit="step", dynamic_ncols=True, smoothing=0.1
-        )
+
+    def compiling(self):
+        """Says that the first step compiles; the bar starts after it (its rate and ETA exclude it)."""
+        self._last = (self._last[0], time.perf_counter())
+        if self.active:
+            print(
+                "Compiling the train step (the first step waits for it; a minute or two on a CPU)...",
+                flush=True,
+            )
 
     def step(self, step, metrics, log):
         """Advances the bar; on `log` steps writes scalars and steps/s."""
         if not self.active:
             return
-        self.bar.update(1)
+        if self.bar is None:  # the first step of this run: it compiled
+            seconds = time.perf_counter() - self._last[1]
+            print(f"Compiled in {seconds:.0f} s; training.", flush=True)
+            self.bar = tqdm.tqdm(
+                total=self.num_steps, initial=step, unit="step", dynamic_ncols=True, smoothing=0.1
+            )
+            self._last = (step, time.perf_counter())
+        else:
+            self.bar.update(1)
         if not log:
             return
         now = time.perf_counter()
         last_step, last_time = self._last
         self._last = (step, now)
         scalars = dict(metrics)
-        scalars["steps_per_sec"] = (step - last_step) / max(now - last_time, 1e-9)
+        if step > last_step:  # not on the step that compiled
+            scalars["steps_per_sec"] = (step - last_step) / max(now - last_time, 1e-9)
         for k, v in scalars.items():
             self.writer.add_scalar(f"train/{k}", float(v), step)
         self.bar.set_postfix(
             loss=f"{scalars['loss']:.4f}",
             psnr=f"{scalars['psnr']:.2f}",
             lr=f"{scalars['lr']:.2e}",
-            sps=f"{scalars['steps_per_sec']:.2f}",
         )
 
     def images(self, step, degraded, restored, clean):
@@ -65,10 +80,11 @@ class Logger:
             self.writer.add_text(tag, f"<pre>{text}</pre>", step)
 
     def close_bar(self):
-        if self.active:
+        if self.bar is not None:
             self.bar.close()
 
     def close(self):
-        if self.active:
+        if self.bar is not None:
             self.bar.close()
+        if self.writer is not None:
             self.writer.close()

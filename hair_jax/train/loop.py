@@ -170,6 +170,7 @@ def _check_epoch_size(tc, loader):
 def _loop(state, step_fn, predict, loader, mngr, logger, guard, mesh, tc, start, stop_at):
     """Runs steps start..stop_at; returns (state, reached_stop_at)."""
     sharding = batch_sharding(mesh)
+    logger.compiling()
     for step in range(start + 1, stop_at + 1):
         batch = make_global_batch(next(loader), sharding, tc.global_batch_size)
         state, metrics = step_fn(state, batch)
