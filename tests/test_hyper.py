@@ -184,3 +184,41 @@ def test_selectors_are_the_weights_the_blocks_use_after_the_temperature():
     for block, weights in zip(level.blocks, selectors):
         y = block(y, level.bank.mix(weights))
     np.testing.assert_allclose(level(x, giv), y, atol=1e-5)
+
+
+def test_type_bias_puts_each_types_weight_on_box_type_mod_k():
+    types = jnp.array([[1.0, 0.0, 0.0, 0.0, 2.0], [0.0, 0.5, 0.5, 0.0, 0.0]])
+    np.testing.assert_allclose(
+        hyper.type_bias(types, 4), [[3.0, 0.0, 0.0, 0.0], [0.0, 0.5, 0.5, 0.0]]
+    )
+    np.testing.assert_allclose(hyper.type_bias(types, 5), types)
+
+
+def test_type_routing_and_giv_skip_are_off_by_default_and_shape_the_model():
+    from hair_jax.nn import models  # pylint: disable=g-import-not-at-top
+
+    x = _x((2, 64, 64, 3))
+    plain = models.build_model("tiny", rngs=nnx.Rngs(0))
+    assert plain.giv_head is None and plain.type_routing is None and plain.giv_skip is None
+    adaptive = models.build_model("tiny_adaptive", rngs=nnx.Rngs(0))
+    assert adaptive.giv_logits(adaptive.giv(x)).shape == (2, 5)
+    # The skip starts at zero: the same GIV as without it.
+    no_skip = models.build_model("tiny_adaptive", giv_skip=False, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(adaptive.dac(adaptive.encoder(x)[1]), no_skip.giv(x), atol=1e-6)
+    np.testing.assert_allclose(adaptive.giv(x), no_skip.giv(x), atol=1e-6)
+    adaptive.giv_skip.proj.kernel[...] = jnp.ones_like(adaptive.giv_skip.proj.kernel[...])
+    assert float(jnp.abs(adaptive.giv(x) - no_skip.giv(x)).max()) > 1e-3
+    # A confident head sends an image to box (type mod K) of every bank.
+    giv = adaptive.giv(x)
+    head = adaptive.giv_head
+    head.kernel[...] = jnp.zeros_like(head.kernel[...])
+    head.bias[...] = jnp.array([0.0, 50.0, 0.0, 0.0, 0.0])  # every image: rain (type 1)
+    for name, weights in adaptive.selectors(giv).items():
+        assert (np.argmax(weights, -1) == 1).all(), name  # gain 3 over small HSN logits
+        assert float(weights[..., 1].min()) > 0.6, name
+    # The blocks run with those selectors: uniform ones change the output.
+    from hair_jax.evaluation import selection  # pylint: disable=g-import-not-at-top
+
+    assert float(jnp.abs(adaptive(x) - selection.uniform_model(adaptive)(x)).max()) > 1e-4
+    with pytest.raises(ValueError, match="type_routing must be >= 0 and needs giv_classes > 0"):
+        models.get_config("tiny", type_routing=1.0)
