@@ -54,7 +54,7 @@ def min_size(model: nnx.Module) -> int:
     """The smallest input height/width `model` accepts."""
     if not callable(getattr(model, "giv", None)):
         return MULTIPLE
-    # NAF-HAIR names its own minimum (its DAC reads 1/16 of the image).
+    # Res-HAIR and NAF-HAIR name their own minimum (`models.min_size`, NAFHAIR.min_size).
     return getattr(model, "min_size", models.MIN_SIZE)
 
 

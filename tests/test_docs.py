@@ -268,3 +268,21 @@ def test_architecture_bank_table_matches_the_model():
         got = (int(blocks), int(width), int(heads), int(num_box), int(size.replace(",", "")))
         assert got == want, name
     assert f"{total:,} of Res-HAIR's {models.count_params(model):,} parameters" in text
+
+
+def test_results_probe_snippet_prints_what_the_page_says():
+    """docs/results.md's GIV probe: its Python block runs and prints the two accuracies it quotes."""
+    import contextlib  # pylint: disable=g-import-not-at-top
+    import io  # pylint: disable=g-import-not-at-top
+    import textwrap  # pylint: disable=g-import-not-at-top
+
+    text = _read(ROOT / "docs" / "results.md")
+    block = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(textwrap.dedent(block), {})  # noqa: S102 - our own documentation
+    lines = out.getvalue().splitlines()
+    assert [line.split(": ")[0] for line in lines] == ["GIV", "mean of the DAC's input"]
+    for line in lines:
+        value = line.split(": ")[1]
+        assert f"{value} from the" in text.replace("\n   ", " ")
