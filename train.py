@@ -17,6 +17,7 @@ code 2, before anything is written.
 """
 
 import datetime
+import importlib.util
 import os
 import re
 import shlex
@@ -74,6 +75,15 @@ def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
+        name = re.match(r"Unknown command line flag '([\w.]+)'", str(e))
+        if name and not name.group(1).startswith("config"):
+            probe = flags.FlagValues()
+            config_flags.DEFINE_config_file(
+                "config", config_file, flag_values=probe, sys_argv=argv[:1], lock_config=False
+            )
+            hint = _config_hint(probe["config"].value, name.group(1))
+            if hint:
+                fail(f"{e}; did you mean --config.{hint}=...?")
         fail(f"{e} (see --helpshort)")
     except (AttributeError, KeyError):
         # ml_collections' way to say that a --config.<field> names no field
@@ -90,6 +100,18 @@ def _parse_flags(argv):
             if why:
                 fail(f"--config.{found.group(1)}: {why}; the fields are in {config_file}")
         raise
+
+
+def _config_hint(config, name):
+    """The dotted config field whose last part is `name` (e.g. train.num_steps), or None."""
+    for key, value in config.items():
+        if key == name:
+            return key
+        if hasattr(value, "items"):
+            inner = _config_hint(value, name)
+            if inner:
+                return f"{key}.{inner}"
+    return None
 
 
 def default_workdir(name):
@@ -111,8 +133,15 @@ def next_steps(workdir, step, num_steps):
         f"{' and the final model (export/)' if model == export else ''}. Next:\n"
         f"  python eval.py --checkpoint {shlex.quote(workdir)}   # PSNR/SSIM of the test sets\n"
         f"  python -m hair_jax.restore IMAGES --checkpoint {shlex.quote(model)} --output DIR\n"
-        f"  tensorboard --logdir {shlex.quote(os.path.join(workdir, 'tb'))}"
+        f"  {_tensorboard()} --logdir {shlex.quote(os.path.join(workdir, 'tb'))}"
     )
+
+
+def _tensorboard():
+    """The TensorBoard command, with its install when it is not installed (only tensorboardX is)."""
+    if importlib.util.find_spec("tensorboard") is not None:
+        return "tensorboard"
+    return "pip install tensorboard && tensorboard"
 
 
 def main(argv):

@@ -4,9 +4,9 @@ Command:
   python train.py --config configs/res_hair_adaptive_demo.py
 
 configs/demo.py's model and data with the options of the study's
-`typed_skip` arm (docs/results.md): a degradation-type head on the GIV
+`adaptive` arm (docs/results.md): a degradation-type head on the GIV
 trained by a cross-entropy (weight 0.1, label smoothing 0.1), every HSN
-biased towards box (type mod K) by the head's posterior (gain 3), and the
+biased towards box (type mod K) by the head's posterior (gain 5), and the
 latent's mean added to the GIV. It trains 1500 steps instead of 250, so
 that the head learns the types and the boxes specialise.
 
@@ -24,7 +24,7 @@ def get_config():
     config.name = "res_hair_adaptive_demo"
     config.model.variant = "tiny_adaptive"
     config.model.overrides.giv_classes = 5
-    config.model.overrides.type_routing = 3.0
+    config.model.overrides.type_routing = 5.0
     config.model.overrides.giv_skip = True
     config.hair.giv_loss_weight = 0.1
     t = config.train

@@ -104,6 +104,13 @@ def test_misspelt_config_field_is_one_line(tiny_run):
     assert "config.train has no field 'nonexistent'" in line
 
 
+def test_a_config_field_given_as_a_flag_gets_its_spelling(tiny_run):
+    line = _fails_with_one_line(tiny_run, "--num_steps=20")
+    assert line.endswith("did you mean --config.train.num_steps=...?")
+    line = _fails_with_one_line(tiny_run, "--bogus=1")
+    assert "Unknown command line flag 'bogus' (see --helpshort)" in line
+
+
 def test_missing_config_file_is_one_line(tiny_run):
     line = _fails_with_one_line(tiny_run, "--config=configs/nothere.py")
     assert "--config" in line and "'configs/nothere.py'" in line

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from configs import common  # the run configs; run from the repository root
 from hair_jax.nn import models
+from hair_jax.nn.models import ADAPTIVE
 
 # The two settings: the paper's three tasks, and five (adds blur, low light).
 SETTINGS = ("3d", "5d")
@@ -94,6 +95,11 @@ ARMS: dict[str, Arm] = {
         hair={"giv_loss_weight": 0.1},
         about="ce + router + type routing (gain 1.5 at temperature 0.5)",
     ),
+    "adaptive": Arm(
+        model=ADAPTIVE,
+        hair={"giv_loss_weight": 0.1},
+        about="the res_hair_adaptive variant: typed_skip with type-routing gain 5",
+    ),
     "typed_skip": Arm(
         model={**_HEAD, "type_routing": 3.0, "giv_skip": True},
         hair={"giv_loss_weight": 0.1},
@@ -171,10 +177,12 @@ class Preset:
 
 
 # The selecting candidate first, then its controls; then the other options,
-# each on one seed. Seeds 1-4 of the main arms come last.
-_MAIN = ("typed_skip", "res_hair", "restormer", "restormer_wide")
+# each on one seed. Seeds 1-4 of the main arms come last. (typed_skip led the
+# first sweep; the adaptive arm, its sharper form, replaced it after one run.)
+_MAIN = ("adaptive", "res_hair", "restormer", "restormer_wide")
 _SCREEN = (
     "res_hair_1box",
+    "typed_skip",
     "typed",
     "ce_skip",
     "ce",
@@ -236,7 +244,7 @@ PRESETS = {
         max_images=None,
         runs=(
             *(("3d", arm, (seed,)) for seed in (0, 1, 2) for arm in _MAIN),
-            *(("3d", arm, (0,)) for arm in ("res_hair_1box", "typed")),
+            *(("3d", arm, (0,)) for arm in ("res_hair_1box", "typed_skip")),
             *(("5d", arm, (seed,)) for seed in (0, 1, 2) for arm in _MAIN[:3]),
         ),
     ),

@@ -228,22 +228,26 @@ def plot_curves(records: list[dict], setting: str, path: str) -> None:
                 ax.fill_between(steps, values.min(0), values.max(0), alpha=0.15, **style)
         if "separation" in runs[0]["curve"][0]:
             chance = runs[0]["curve"][0]["separation"]["chance"]
+    # Reference lines, named in each panel's legend (the arms in the first).
+    marks = [[], [], [], []]
     if chance is not None:
-        axes[1].axhline(chance, color="grey", linestyle=":", label="chance")
+        marks[1].append(axes[1].axhline(chance, color="grey", linestyle=":", label="chance"))
     # The whole ranges, so that near-uniform selectors look near-uniform.
-    axes[2].axhline(1.0, color="grey", linestyle=":", label="uniform (no choice)")
-    axes[2].axhline(SELECTS["entropy"], color="black", linestyle="-.", label="'selects' bound")
-    axes[3].axhline(SELECTS["type_mi"], color="black", linestyle="-.", label="'selects' bound")
-    for ax in axes[2:]:
-        ax.set_ylim(-0.02, 1.05)
+    marks[2].append(axes[2].axhline(1.0, color="grey", linestyle=":", label="uniform (no choice)"))
+    for i, key in ((2, "entropy"), (3, "type_mi")):
+        bound = axes[i].axhline(
+            SELECTS[key], color="black", linestyle="-.", label="'selects' bound"
+        )
+        marks[i].append(bound)
+        axes[i].set_ylim(-0.02, 1.05)
     for ax, (label, _) in zip(axes, measures):
         ax.set_xlabel("training step")
         ax.set_ylabel(label)
     if axes[0].has_data():
         axes[0].legend(fontsize=7, ncol=2, title="arm (seeds)")
-    for ax in axes[1:]:
-        if ax.has_data():
-            ax.legend(fontsize=7, handles=[h for h in ax.get_lines() if h.get_label()[0] in "cu'"])
+    for ax, lines in zip(axes[1:], marks[1:]):
+        if lines:
+            ax.legend(handles=lines, fontsize=7)
     fig.suptitle(f"Setting {setting}: mean over seeds, band from min to max")
     giv.save_figure(fig, path)
 
