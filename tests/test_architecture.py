@@ -22,7 +22,7 @@ LAZY_IMPORTS = {
     ("hair_jax/data/synthetic.py", "from sklearn.datasets import load_sample_image"),
     ("hair_jax/evaluation/giv.py", "from matplotlib.colors import TwoSlopeNorm"),  # the plots
     ("hair_jax/evaluation/giv.py", "from matplotlib.figure import Figure"),  # only the plots
-    ("hair_jax/experiments/ablation.py", "from matplotlib.figure import Figure"),
+    ("hair_jax/experiments/tables.py", "from matplotlib.figure import Figure"),
     ("hair_jax/evaluation/giv.py", "from sklearn.manifold import TSNE"),  # optional (t-SNE)
     ("hair_jax/restore.py", "from hair_jax import loading"),  # after the flags are checked
     # Optional: ONNX artifacts (the onnx extra; jax2onnx installed apart, README).

@@ -19,7 +19,7 @@ p.add_argument("ref_dir"); p.add_argument("--sizes", nargs="*"); p.add_argument(
 p.add_argument("--train_size"); p.add_argument("--repeats"); p.add_argument("--block", nargs=2)
 a = p.parse_args()
 c, hw = a.block
-for what in [f"block C{c} 1x{hw}x{hw} fwd", f"block C{c} 1x{hw}x{hw} fwd+bwd", "infer 1x32x32"]:
+for what in [f"block C{c} 1x{hw}x{hw} fwd", f"block C{c} 1x{hw}x{hw} fwd+bwd", "infer 1x64x64"]:
     print(json.dumps({"peer": "torch-ref", "what": what, "s": 2.0, "peak_rss_gb": 1.0}))
 """
 
@@ -33,11 +33,11 @@ def test_benchmark_prints_rows_and_ratios(tmp_path):
         "--variants",
         "tiny",
         "--infer",
-        "32",
+        "64",  # the tiny Res-HAIR's smallest size
         "--train",
         "1",
         "--train_size",
-        "32",
+        "64",
         "--repeats",
         "1",
         "--block",
@@ -53,8 +53,8 @@ def test_benchmark_prints_rows_and_ratios(tmp_path):
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     ours = [r for r in rows if r.get("peer") == "hair-jax"]
     assert [r["what"] for r in ours] == [
-        "infer 1x32x32",
-        "train step 1x32x32",
+        "infer 1x64x64",
+        "train step 1x64x64",
         "block C8 1x16x16 fwd",
         "block C8 1x16x16 fwd+bwd",
         "block C8 attn fwd+bwd",
@@ -128,23 +128,23 @@ def test_benchmark_imports_no_data_pipeline():
 
 def test_export_benchmark_prints_rows_and_ratios(tmp_path):
     pytest.importorskip("jax2onnx", reason="README: pip install --no-deps jax2onnx==0.17.1")
-    cmd = [sys.executable, "benchmarks/bench_export.py", "--variant", "tiny", "--sizes", "32"]
+    cmd = [sys.executable, "benchmarks/bench_export.py", "--variant", "tiny", "--sizes", "64"]
     cmd += ["--repeats", "1", "--artifacts", str(tmp_path)]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert rows[:2] == [{"wrote": "tiny.jaxexport"}, {"wrote": "tiny_32.onnx"}]
+    assert rows[:2] == [{"wrote": "tiny.jaxexport"}, {"wrote": "tiny_64.onnx"}]
     assert [(r["runtime"], r["size"]) for r in rows[2:5]] == [
-        ("jax", 32),
-        ("jaxexport", 32),
-        ("onnxruntime", 32),
+        ("jax", 64),
+        ("jaxexport", 64),
+        ("onnxruntime", 64),
     ]
     by = {r["runtime"]: r["s"] for r in rows[2:5]}
     assert rows[5] == {
         "ratio": True,
-        "size": 32,
+        "size": 64,
         "onnxruntime_over_jax": round(by["onnxruntime"] / by["jax"], 3),
         "jaxexport_over_jax": round(by["jaxexport"] / by["jax"], 3),
     }
     assert set(rows[6]) == {"jax", "onnxruntime", "cpus"}
-    assert sorted(os.listdir(tmp_path)) == ["tiny.jaxexport", "tiny_32.onnx"]  # kept
+    assert sorted(os.listdir(tmp_path)) == ["tiny.jaxexport", "tiny_64.onnx"]  # kept

@@ -86,7 +86,7 @@ def test_cli_round_trip_gives_identical_model(tmp_path):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     graphdef, _ = nnx.split(original)
     run = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
-    x = jnp.asarray(np.random.RandomState(0).rand(1, 32, 32, 3), jnp.float32)
+    x = jnp.asarray(np.random.RandomState(0).rand(1, 64, 64, 3), jnp.float32)
     np.testing.assert_array_equal(run(nnx.state(restored), x), run(nnx.state(original), x))
 
 

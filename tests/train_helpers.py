@@ -261,7 +261,7 @@ def _lower(args):
     target = models.platform_kind(args.platform)
     run = train.setup(config, mesh, platform=target)
     step = step_lib.jit_train_step(run.train_step, run.shardings, mesh)
-    size = models.MIN_SIZE
+    size = models.min_size(models.get_config("tiny"))  # 64: the tiny DAC needs it
     image = jax.ShapeDtypeStruct((4, size, size, 3), jax.numpy.float32)
     batch = {"degraded": image, "clean": image, "task": jax.ShapeDtypeStruct((4,), "int32")}
     exported = jax.export.export(step, platforms=(args.platform,))(run.abstract_state, batch)

@@ -133,7 +133,7 @@ def markdown(summary: dict) -> str:
     ]
     for setting, table in summary["settings"].items():
         names = [s for s in next(iter(table.values()))["psnr"] if s != "average"]
-        lines += ["", f"## Setting {setting}", ""]
+        lines += ["", f"### Setting {setting}", ""]
         header = ["arm", "seeds", "params", "s/step", *names, "average"]
         header += [f"Δ {ref}" for ref in REFERENCES]
         lines += [_row(header), "|" + "---|" * len(header)]
