@@ -91,3 +91,15 @@ def reference_layout(root: str) -> tuple[str, str]:
     pair(j(test, "deblur/GoPro/input/a.png"), j(test, "deblur/GoPro/target/a.png"), 48, 48, 90)
     pair(j(test, "lowlight/LOL/input/1.png"), j(test, "lowlight/LOL/target/1.png"), 48, 48, 91)
     return train, test
+
+
+def fake_test_sets(size: int = 64) -> dict:
+    """Two random size x size test pairs for each of denoise_15, derain and dehaze."""
+    from hair_jax.data.pipeline import TestImage  # pylint: disable=g-import-not-at-top
+
+    rng = np.random.default_rng(0)
+    sets = {}
+    for task in ("denoise_15", "derain", "dehaze"):
+        images = [rng.random((2, size, size, 3), np.float32) for _ in range(2)]
+        sets[task] = [TestImage(f"{task}{i}", task, d, c) for i, (d, c) in enumerate(images)]
+    return sets

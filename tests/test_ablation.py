@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 
+import data_helpers
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -18,8 +19,7 @@ import train_helpers
 from hair_jax import inference
 from hair_jax import train as hair_train
 from hair_jax.data import builders, synthetic
-from hair_jax.data.pipeline import TestImage as Pair  # not collected as a test class
-from hair_jax.evaluation import giv, metrics, selection
+from hair_jax.evaluation import giv, selection
 from hair_jax.experiments import ablation, arms, tables
 from hair_jax.nn import models
 from hair_jax.train.config import model_config, objective
@@ -151,51 +151,19 @@ def test_table_arithmetic_mean_std_paired_difference_and_selection():
     assert one["psnr"]["average"]["std"] is None
 
 
-def _fake_sets():
-    rng = np.random.default_rng(0)
-    sets = {}
-    for task in ("denoise_15", "derain", "dehaze"):
-        images = [rng.random((2, 32, 32, 3), np.float32) for _ in range(2)]
-        sets[task] = [Pair(f"{task}{i}", task, d, c) for i, (d, c) in enumerate(images)]
-    return sets
-
-
-def test_giv_swap_feeds_another_degradations_giv():
-    sets = _fake_sets()
+def test_giv_measures_are_the_selection_modules():
+    sets = data_helpers.fake_test_sets(32)
     model = models.build_model(arms.base_model(TINY))
-    predictor = inference.Predictor(model)
-    swap = selection.giv_swap(predictor, sets)
-    pairs = selection.swap_pairs(sets)
-    for name, j, donor, k in pairs[::3]:  # eager model calls are slow: one image of two sets
-        x, clean = (jnp.asarray(a[None]) for a in (sets[name][j].degraded, sets[name][j].clean))
-        donor_giv = model.giv(jnp.asarray(sets[donor][k].degraded[None]))
-        swapped = jnp.clip(model(x, giv=donor_giv), 0, 1)
-        own = jnp.clip(model(x), 0, 1)
-        assert swap[name]["images"][j] == pytest.approx(
-            float(metrics.psnr(swapped, clean)[0]), abs=1e-4
-        )
-        assert swap[name]["own_images"][j] == pytest.approx(
-            float(metrics.psnr(own, clean)[0]), abs=1e-4
-        )
-    assert swap["derain"]["donor"] == "dehaze"
-    assert swap["derain"]["drop"] == pytest.approx(
-        swap["derain"]["own"] - swap["derain"]["swapped"]
-    )
-    # GIV measures of the same images: separation of giv.py, entropy of the HSN softmaxes.
     probes = giv.probes_from_test_sets(sets)
-    measures = ablation.giv_measures(predictor, probes, batch_size=4)
-    givs = model.giv(jnp.asarray(np.stack([p.image for p in probes])))
-    expected = giv.selector_entropy(jax_tree_numpy(model.selectors(givs)))
-    assert measures["entropy"] == pytest.approx(expected, abs=1e-5)
+    measures = ablation.giv_measures(inference.Predictor(model), probes, batch_size=4)
+    selectors = model.selectors(model.giv(jnp.asarray(np.stack([p.image for p in probes]))))
+    assert measures["entropy"] == pytest.approx(
+        float(selection.normalised_entropy(selectors)), abs=1e-5
+    )
     assert measures["type_mi"] == pytest.approx(
-        float(selection.type_information(model.selectors(givs), jnp.array([0, 0, 1, 1, 2, 2]))),
-        abs=1e-5,
+        float(selection.type_information(selectors, jnp.array([0, 0, 1, 1, 2, 2]))), abs=1e-5
     )
     assert measures["separation"]["num_images"] == 6 and measures["separation"]["chance"] == 1 / 3
-
-
-def jax_tree_numpy(tree):
-    return {k: np.asarray(v) for k, v in tree.items()}
 
 
 def test_sweep_records_each_run_resumes_after_a_kill_and_never_retrains(

@@ -1,5 +1,6 @@
 """hair_jax.evaluation.selection: the measures of whether HAIR selects."""
 
+import data_helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,8 +8,7 @@ import pytest
 from flax import nnx
 
 from hair_jax import inference
-from hair_jax.data.pipeline import TestImage as Pair  # not collected as a test class
-from hair_jax.evaluation import protocol, selection
+from hair_jax.evaluation import metrics, protocol, selection
 from hair_jax.nn import models
 
 UNIFORM = np.full((1, 4, 3), 1 / 3)
@@ -73,17 +73,8 @@ def test_box_similarity_is_one_for_equal_boxes_and_low_for_independent(tiny):
     assert selection.box_similarity(one_box) is None
 
 
-def _sets():
-    rng = np.random.default_rng(0)
-    sets = {}
-    for task in ("denoise_15", "derain", "dehaze"):
-        images = [rng.random((2, 64, 64, 3), np.float32) for _ in range(2)]
-        sets[task] = [Pair(f"{task}{i}", task, d, c) for i, (d, c) in enumerate(images)]
-    return sets
-
-
 def test_uniform_ablation_is_the_psnr_lost_with_uniform_selectors(tiny):
-    sets = _sets()
+    sets = data_helpers.fake_test_sets()
     predictor = inference.Predictor(tiny)
     state = predictor.state
     drop = selection.uniform_ablation(predictor, sets)
@@ -98,8 +89,29 @@ def test_uniform_ablation_is_the_psnr_lost_with_uniform_selectors(tiny):
     assert drop["average"] != 0.0  # an untrained bank's boxes differ
 
 
+def test_giv_swap_feeds_another_degradations_giv(tiny):
+    sets = data_helpers.fake_test_sets()
+    swap = selection.giv_swap(inference.Predictor(tiny), sets)
+    pairs = selection.swap_pairs(sets)
+    for name, j, donor, k in pairs[::3]:  # eager model calls are slow: one image of two sets
+        x, clean = (jnp.asarray(a[None]) for a in (sets[name][j].degraded, sets[name][j].clean))
+        donor_giv = tiny.giv(jnp.asarray(sets[donor][k].degraded[None]))
+        swapped = jnp.clip(tiny(x, giv=donor_giv), 0, 1)
+        own = jnp.clip(tiny(x), 0, 1)
+        assert swap[name]["images"][j] == pytest.approx(
+            float(metrics.psnr(swapped, clean)[0]), abs=1e-4
+        )
+        assert swap[name]["own_images"][j] == pytest.approx(
+            float(metrics.psnr(own, clean)[0]), abs=1e-4
+        )
+    assert swap["derain"]["donor"] == "dehaze"
+    assert swap["derain"]["drop"] == pytest.approx(
+        swap["derain"]["own"] - swap["derain"]["swapped"]
+    )
+
+
 def test_giv_swap_pairs_each_set_with_another_degradation():
-    sets = _sets()
+    sets = data_helpers.fake_test_sets()
     assert selection.swap_pairs(sets) == [
         ("denoise_15", 0, "derain", 0),
         ("denoise_15", 1, "derain", 1),
