@@ -164,9 +164,9 @@ def routing_target_loss(selectors: dict, types: jax.Array) -> jax.Array:
 def loss_fn(model, batch, step, obj: Objective):
     """(loss, (restored, metrics)) of one batch under `obj`.
 
-    For a model without HAIR (or with `obj` inactive and a model without a
-    GIV) this is the L1 loss alone. For HAIR models the metrics add the
-    selection measures of `selection.step_measures` on the batch.
+    For a model without HAIR (a Restormer, a NAFNet) this is the L1 loss
+    alone. For HAIR models the metrics add the selection measures of
+    `selection.step_measures` on the batch, and `obj`'s terms.
     """
     x = batch["degraded"]
     if not hasattr(model, "selectors"):
@@ -199,7 +199,8 @@ def loss_fn(model, batch, step, obj: Objective):
     if obj.routing_loss_weight or obj.routing_target_weight:
         selectors = model.selectors(giv)
         if obj.routing_loss_weight:
-            term = -selection.batch_information(selectors)
+            info = selection.batch_information(selectors)  # None: no level has a choice
+            term = -info if info is not None else jnp.float32(0.0)
             metrics["routing_loss"] = term
             loss = loss + obj.routing_loss_weight * term
         if obj.routing_target_weight:
