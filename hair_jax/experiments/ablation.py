@@ -127,6 +127,14 @@ def _model_at(config, workdir: str, step: int):
     return nnx.merge(graphdef, state.params, state.rest)
 
 
+def _predictor(model, reuse=None):
+    """A Predictor of `model`; `reuse`, one of the same graph, keeps its compiled functions."""
+    if reuse is None:
+        return inference.Predictor(model)
+    reuse.load(model)
+    return reuse
+
+
 def prune(workdir: str, keep: int) -> None:
     """Deletes every checkpoint of `workdir` but step `keep` (all are evaluated)."""
     ckpt_dir = os.path.join(workdir, "checkpoints")
@@ -158,20 +166,13 @@ def run_one(preset, setting, arm, seed, workdir, data_dir, test_sets, probes, wi
     for step in preset.eval_steps():
         path = os.path.join(workdir, "curve", f"{step}.json")
         if not os.path.exists(path):
-            model = _model_at(config, workdir, step)
-            if predictor is None:
-                predictor = inference.Predictor(model)
-            else:  # same graph: keeps the compiled functions
-                predictor.load(model)
+            predictor = _predictor(_model_at(config, workdir, step), predictor)
             point = evaluate_point(predictor, test_sets, probes, preset.curve_images)
             _write_json(path, {"step": step, **point})
             log(f"  step {step}: " + tables.point_line(point))
         curve.append(_read_json(path))
     model = _model_at(config, workdir, preset.num_steps)
-    if predictor is None:
-        predictor = inference.Predictor(model)
-    else:
-        predictor.load(model)
+    predictor = _predictor(model, predictor)
     record = {
         "setting": setting,
         "arm": arm,
