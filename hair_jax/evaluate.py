@@ -115,7 +115,7 @@ def evaluate_checkpoint(
     loaded = loading.load_model(path, step=step, raw_weights=raw_weights)
     predictor = inference.as_predictor(loaded.model)
     if giv_plot and not predictor.has_giv:
-        raise ValueError(f"--giv_plot needs a Res-HAIR model; {loaded.describe()} has no GIV")
+        raise ValueError(f"--giv_plot needs a HAIR model; {loaded.describe()} has no GIV")
     if selection_measures and not (
         isinstance(predictor, inference.Predictor) and predictor.has_giv
     ):

@@ -57,19 +57,21 @@ def inference_model(model: nnx.Module) -> nnx.Module:
     The fast conv forms are exact (`hair_jax.nn.layers`); remat and scan only
     change how training differentiates and compiles, so they are left out.
     """
-    cfg = dataclasses.replace(model.config, conv_impl="fast", remat="none", scan_blocks=False)
+    forward_only = {"conv_impl": "fast", "remat": "none", "scan_blocks": False}
+    names = {f.name for f in dataclasses.fields(model.config)}
+    cfg = dataclasses.replace(model.config, **{k: v for k, v in forward_only.items() if k in names})
     return nnx.merge(nnx.graphdef(models.abstract_model(cfg)), nnx.state(model))
 
 
 def manifest_of(model: nnx.Module, **fields) -> artifacts.Manifest:
     """The manifest of `model`: its config as given ("auto" kept), shapes, `fields`."""
-    has_giv = callable(getattr(model, "giv", None))
     return artifacts.Manifest(
         model=dataclasses.asdict(model.config),
-        has_giv=has_giv,
-        min_size=inference.min_size(model),
-        giv_dim=model.config.giv_dim if has_giv else 0,
-        levels=models.level_names(model) if has_giv else (),
+        has_giv=model.has_giv,
+        min_size=model.min_size,
+        multiple=model.multiple,
+        giv_dim=model.config.giv_dim if model.has_giv else 0,
+        levels=tuple(model.level_names),
         jax_version=jax.__version__,
         **fields,
     )
@@ -79,7 +81,7 @@ def _programs(model):
     """name -> (f(model, *args), arg kinds) of the artifact's functions."""
     clip = lambda y: jnp.clip(y, 0.0, 1.0)
     programs = {"restore": (lambda m, x: clip(m(x)), ("x",))}
-    if callable(getattr(model, "giv", None)):
+    if model.has_giv:
         programs["giv"] = (lambda m, x: m.giv(x), ("x",))
         programs["restore_giv"] = (lambda m, x, g: clip(m(x, giv=g)), ("x", "g"))
         programs["selectors"] = (lambda m, g: m.selectors(g), ("g",))
@@ -88,19 +90,14 @@ def _programs(model):
 
 def export_jax(model: nnx.Module, *, platforms=PLATFORMS) -> bytes:
     """The `.jaxexport` file's bytes: every program for `platforms`, weights once."""
-    if model.config.arch in models.NAF_ARCHS:
-        raise ExportFailed(
-            f"{model.config.arch} has no .jaxexport yet: it pads images to a multiple of "
-            f"{2 ** len(model.config.enc_blocks)} inside, which the artifact's symbolic sizes "
-            "(multiples of 8) cannot express; export it as .onnx (one fixed size)"
-        )
     manifest = manifest_of(model, platforms=tuple(platforms))  # the config as trained
     model = inference_model(model)
     graphdef, state = nnx.split(model)
     leaves, treedef = jax.tree.flatten(state)
-    low = -(-manifest.min_size // artifacts.MULTIPLE)
+    m = manifest.multiple
+    low = -(-manifest.min_size // m)
     b, h, w = jax.export.symbolic_shape(
-        f"b, {artifacts.MULTIPLE}*h, {artifacts.MULTIPLE}*w",
+        f"b, {m}*h, {m}*w",
         constraints=(f"h >= {low}", f"w >= {low}"),
     )
     x_spec = jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32)
@@ -187,8 +184,9 @@ def verify(model: nnx.Module, path: str, *, seed: int = 0) -> float:
     if artifact.fixed_size:
         shape = (artifact.fixed_batch, artifact.fixed_size, artifact.fixed_size, 3)
     else:
-        side = max(artifact.min_size, 32)
-        shape = (2, side, side + artifacts.MULTIPLE, 3)
+        m = artifact.multiple
+        side = -(-max(artifact.min_size, 32) // m) * m
+        shape = (2, side, side + m, 3)
     x = rng.uniform(0, 1, shape).astype(np.float32)
     reference = inference.Predictor(model)
     diffs = [
@@ -261,9 +259,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.format = by_suffix
     if args.batch < 1:
         parser.error("--batch must be >= 1")
-    if args.size < 32 or args.size % artifacts.MULTIPLE:
+    if args.size < 32 or args.size % inference.MULTIPLE:
         parser.error(
-            f"--size must be a multiple of {artifacts.MULTIPLE} and >= 32, got {args.size}"
+            f"--size must be a multiple of {inference.MULTIPLE} and >= 32, got {args.size}"
         )
     if os.path.exists(args.out) and not args.overwrite:
         parser.error(f"{args.out} exists; choose another OUT or pass --overwrite")
@@ -276,9 +274,11 @@ def main(argv=None) -> int:
         loaded = loading.load_model(args.checkpoint, step=args.step, raw_weights=args.raw_weights)
         if loaded.kind == loading.ARTIFACT:
             raise ExportFailed(f"{args.checkpoint} is a standalone artifact already")
-        if args.format == "onnx" and args.size < inference.min_size(loaded.model):
+        model = loaded.model
+        if args.format == "onnx" and (args.size < model.min_size or args.size % model.multiple):
             raise ExportFailed(
-                f"--size {args.size} is below the model's minimum, {inference.min_size(loaded.model)}"
+                f"--size {args.size}: the model takes multiples of {model.multiple} "
+                f">= {model.min_size}"
             )
         print(f"Exporting {loaded.describe()} -> {args.out}", flush=True)
         error = export(

@@ -4,8 +4,10 @@
 given GIV once per input shape, with the weights as arguments (not baked-in
 constants), and counts how often JAX traced them, i.e. compiled.
 
-Sizes: Res-HAIR needs H and W multiples of 8 and at least 32 px (the DAC
-halves H/8 twice more), the Restormer baseline multiples of 8. Images are
+Sizes: each model names its `multiple` and `min_size` (`hair_jax.nn.registry.
+Model`): Res-HAIR multiples of 8 and at least 32 px (the DAC halves H/8 twice
+more; 64 px for a DAC with one channel per group), the Restormer multiples of
+8, NAFNet multiples of 2^stages. Images are
 reflect-padded at the bottom and right up to that (`padded_size`, `pad_to`)
 and the output is cropped back. Padding up to coarser *bucket* sizes (e.g.
 multiples of 64 px) lets images of different sizes share one compiled
@@ -45,26 +47,19 @@ from flax import nnx
 
 from hair_jax.nn import models
 
-MULTIPLE = 8  # H and W of every model input are multiples of this
+MULTIPLE = 8  # the default padding multiple (Res-HAIR's and Restormer's)
 DEFAULT_MAX_PIXELS = 1024 * 1024
 DEFAULT_OVERLAP = 32
 
 
-def min_size(model: nnx.Module) -> int:
-    """The smallest input height/width `model` accepts."""
-    if not callable(getattr(model, "giv", None)):
-        return MULTIPLE
-    # Res-HAIR and NAF-HAIR name their own minimum (`models.min_size`, NAFHAIR.min_size).
-    return getattr(model, "min_size", models.MIN_SIZE)
-
-
 class Predictor:
-    """A model's jitted inference functions, with their trace count.
+    """A model's jitted inference functions, with their trace count (a `registry.Restorer`).
 
     Attributes:
       has_giv: the model computes a GIV (Res-HAIR); tiles then share one.
       level_names: a HAIR model's hyper levels in order (its selectors' keys).
       min_size: smallest input height/width the model accepts.
+      multiple: input height and width are padded to multiples of this.
       traces: how many times JAX traced (and so compiled) one of the
         functions; one per new input shape and function.
       fixed_batch, fixed_size: None here; an ONNX artifact
@@ -77,9 +72,8 @@ class Predictor:
 
     def __init__(self, model: nnx.Module):
         self.graphdef, self.state = nnx.split(model)
-        self.has_giv = callable(getattr(model, "giv", None))
-        self.level_names = models.level_names(model) if self.has_giv else ()
-        self.min_size = min_size(model)
+        self.has_giv, self.level_names = model.has_giv, tuple(model.level_names)
+        self.min_size, self.multiple = model.min_size, model.multiple
         self.traces = 0
         self._forward = self.jit(lambda m, x: jnp.clip(m(x), 0.0, 1.0))
         if self.has_giv:
@@ -127,13 +121,17 @@ def _round_up(n: int, step: int) -> int:
     return -(-n // step) * step
 
 
-def padded_size(h: int, w: int, *, min_size: int = MULTIPLE, bucket: int = MULTIPLE):
+def padded_size(
+    h: int, w: int, *, min_size: int = MULTIPLE, bucket: int = MULTIPLE, multiple: int = MULTIPLE
+):
     """The (H, W) an h x w image is padded to: multiples of `bucket`, >= `min_size`.
 
-    `bucket` must be a multiple of 8 (the model's own requirement).
+    `bucket` must be a multiple of 8; sizes are also multiples of the model's
+    `multiple` (the least common multiple of both is the step).
     """
     if bucket % MULTIPLE:
         raise ValueError(f"bucket must be a multiple of {MULTIPLE}, got {bucket}")
+    bucket = math.lcm(bucket, multiple)
     low = _round_up(min_size, bucket)
     return max(_round_up(h, bucket), low), max(_round_up(w, bucket), low)
 
@@ -225,7 +223,9 @@ def image_giv(predictor: Predictor, image: np.ndarray, max_pixels: int, bucket: 
     scale = 1.0
     while True:
         sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
-        ph, pw = padded_size(sh, sw, min_size=predictor.min_size, bucket=bucket)
+        ph, pw = padded_size(
+            sh, sw, min_size=predictor.min_size, bucket=bucket, multiple=predictor.multiple
+        )
         if ph * pw <= max_pixels or max(sh, sw) == 1:
             break
         scale *= min(0.95, math.sqrt(max_pixels / (ph * pw)))
@@ -276,10 +276,11 @@ def restore_tiled(
       The restored image, float32 [H, W, 3] in [0, 1].
     """
     tile = predictor.fixed_size or tile
-    check_tiling(tile, overlap, predictor.min_size)
+    check_tiling(tile, overlap, predictor.min_size, predictor.multiple)
     h, w = image.shape[:2]
     giv = image_giv(predictor, image, max_pixels, bucket) if predictor.has_giv else None
-    ph, pw = max(_round_up(h, MULTIPLE), tile), max(_round_up(w, MULTIPLE), tile)
+    step = predictor.multiple
+    ph, pw = max(_round_up(h, step), tile), max(_round_up(w, step), tile)
     padded = pad_to(image, ph, pw)
     corners = [
         (y, x) for y in tile_starts(ph, tile, overlap) for x in tile_starts(pw, tile, overlap)
@@ -301,17 +302,20 @@ def restore_tiled(
     return (total / weight)[:h, :w]
 
 
-def check_tiling(tile: int, overlap: int, min_size: int = models.MIN_SIZE) -> None:
-    """Raises ValueError unless `tile`/`overlap` suit a model needing `min_size`."""
-    if tile % MULTIPLE or tile < min_size:
-        raise ValueError(f"tile must be a multiple of {MULTIPLE} and >= {min_size}, got {tile}")
+def check_tiling(
+    tile: int, overlap: int, min_size: int = models.MIN_SIZE, multiple: int = MULTIPLE
+) -> None:
+    """Raises ValueError unless `tile`/`overlap` suit a model's `min_size` and `multiple`."""
+    if tile % multiple or tile < min_size:
+        raise ValueError(f"tile must be a multiple of {multiple} and >= {min_size}, got {tile}")
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
 
 
-def auto_tile(max_pixels: int, min_size: int = models.MIN_SIZE) -> int:
+def auto_tile(max_pixels: int, min_size: int = models.MIN_SIZE, multiple: int = MULTIPLE) -> int:
     """The largest tile (multiple of 8) with tile * tile <= max_pixels."""
-    return max(min_size, math.isqrt(max_pixels) // MULTIPLE * MULTIPLE)
+    step = math.lcm(MULTIPLE, multiple)
+    return max(_round_up(min_size, step), math.isqrt(max_pixels) // step * step)
 
 
 def restore_image(
@@ -337,10 +341,12 @@ def restore_image(
         if tile is None and max(image.shape[:2]) <= s:
             return restore_batch(predictor, [image], (s, s))[0]
         return restore_tiled(predictor, image, tile=s, overlap=overlap, max_pixels=max_pixels)
-    size = padded_size(*image.shape[:2], min_size=predictor.min_size, bucket=bucket)
+    size = padded_size(
+        *image.shape[:2], min_size=predictor.min_size, bucket=bucket, multiple=predictor.multiple
+    )
     if tile is None and size[0] * size[1] <= max_pixels:
         return restore_batch(predictor, [image], size)[0]
-    tile = tile or auto_tile(max_pixels, predictor.min_size)
+    tile = tile or auto_tile(max_pixels, predictor.min_size, predictor.multiple)
     return restore_tiled(
         predictor, image, tile=tile, overlap=overlap, max_pixels=max_pixels, bucket=bucket
     )

@@ -180,8 +180,9 @@ class Restorer:
             if fixed:
                 size, too_big = (fixed, fixed), max(job.size) > fixed
             else:
+                p = self.predictor
                 size = inference.padded_size(
-                    *job.size, min_size=self.predictor.min_size, bucket=o.bucket
+                    *job.size, min_size=p.min_size, bucket=o.bucket, multiple=p.multiple
                 )
                 too_big = size[0] * size[1] > o.max_pixels
             if (o.tile and max(job.size) > o.tile) or (not o.tile and too_big):
@@ -235,7 +236,10 @@ class Restorer:
             out = inference.restore_tiled(
                 self.predictor,
                 picture.pixels,
-                tile=o.tile or inference.auto_tile(o.max_pixels, self.predictor.min_size),
+                tile=o.tile
+                or inference.auto_tile(
+                    o.max_pixels, self.predictor.min_size, self.predictor.multiple
+                ),
                 overlap=o.overlap,
                 max_pixels=o.max_pixels,
                 bucket=o.bucket,

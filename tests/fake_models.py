@@ -18,6 +18,11 @@ class PointwiseHAIR(nnx.Module):
     would show. Checks its input like Res-HAIR (multiples of 8, >= 32 px).
     """
 
+    has_giv = True
+    multiple = 8
+    min_size = models.MIN_SIZE
+    level_names = ()
+
     def __init__(self, scale=0.5, giv_weight=0.0):
         self.scale = nnx.Param(jnp.asarray(scale, jnp.float32))
         self.giv_weight = giv_weight
@@ -30,3 +35,6 @@ class PointwiseHAIR(nnx.Module):
         giv = self.giv(x) if giv is None else giv
         layers.check_images(x, min_size=models.MIN_SIZE)
         return self.scale * x + 0.25 + self.giv_weight * giv[:, None, None, :]
+
+    def selectors(self, giv):
+        return {}

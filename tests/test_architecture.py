@@ -58,6 +58,7 @@ def test_the_model_loads_without_files_data_training_or_evaluation():
         "hair_jax.nn.layers",
         "hair_jax.nn.models",
         "hair_jax.nn.nafnet",
+        "hair_jax.nn.registry",
         "hair_jax.nn.restormer",
         "hair_jax.nn.stages",
     ]

@@ -144,7 +144,7 @@ def test_training_workdir_and_its_export(data_dir, tmp_path):
 
     # The Restormer has no GIV to draw.
     line = _fails_with_one_line(tmp_path, f"--checkpoint={workdir}", f"--giv_plot={tmp_path}/g.png")
-    assert f"--giv_plot needs a Res-HAIR model; {workdir} (training workdir" in line
+    assert f"--giv_plot needs a HAIR model; {workdir} (training workdir" in line
 
 
 def test_torch_ckpt_and_its_export_give_the_same_numbers(data_dir, tmp_path):

@@ -6,6 +6,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage.data
@@ -310,13 +311,20 @@ def test_naf_hair_exports_to_onnx(tmp_path):
     model = models.build_model("naf_hair_tiny")
     path = str(tmp_path / "naf_hair.onnx")
     assert export.export(model, path, fmt="onnx", batch=1, size=64) <= 1e-4  # checked in ORT
-    assert artifacts.read_artifact(path).level_names() == models.level_names(model)
+    assert artifacts.read_artifact(path).level_names == model.level_names
 
 
-def test_nafnet_has_no_jaxexport_yet():
-    model = models.build_model("nafnet_tiny")
-    with pytest.raises(
-        export.ExportFailed,
-        match="nafnet has no .jaxexport yet: it pads images to a multiple of 16",
-    ):
-        export.export_jax(model)
+@pytest.mark.parametrize("variant", ["nafnet_tiny", "naf_hair_tiny"])
+def test_naf_models_export_to_jaxexport_at_their_multiple(tmp_path, variant):
+    model = models.build_model(variant)
+    path = str(tmp_path / f"{variant}.jaxexport")
+    assert export.export(model, path, fmt="jax") <= 1e-4  # verified on 2 images, 64 x 80
+    artifact = artifacts.read_artifact(path)
+    assert (artifact.multiple, artifact.min_size) == (16, model.min_size)
+    assert artifact.level_names == model.level_names
+    # Another size and batch than the verification's: still the model's output.
+    x = np.random.default_rng(1).uniform(0, 1, (3, 96, 112, 3)).astype(np.float32)
+    want = np.clip(np.asarray(model(jnp.asarray(x))), 0, 1)
+    np.testing.assert_allclose(np.asarray(artifact.restore(x)), want, atol=1e-4)
+    with pytest.raises(ValueError, match="H and W multiples of 16"):
+        artifact.restore(x[:, :88])

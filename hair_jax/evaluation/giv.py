@@ -35,7 +35,6 @@ from hair_jax.data import degrade, synthetic
 from hair_jax.evaluation import metrics, selection
 from hair_jax.evaluation.protocol import select_test_sets
 from hair_jax.io.files import write_atomic
-from hair_jax.nn import models
 
 # Degradation type of each task name (the colours of the plots).
 KINDS = {t: data_config.TYPES[i] for t, i in zip(data_config.TASKS, data_config.TYPE_OF_TASK)}
@@ -172,7 +171,7 @@ def collect(model, probes: Sequence[Probe], *, batch_size: int = 8) -> GivMap:
     predictor = inference.as_predictor(model)
     if not predictor.has_giv:
         raise ValueError(  # noqa: TRY004 (eval.py reports ValueErrors as mistakes)
-            f"{type(model).__name__} has no GIV: the GIV picture needs a Res-HAIR model"
+            f"{type(model).__name__} has no GIV: the GIV picture needs a HAIR model"
         )
     if not probes:
         raise ValueError("no images to compute GIVs of")
@@ -187,14 +186,8 @@ def collect(model, probes: Sequence[Probe], *, batch_size: int = 8) -> GivMap:
         tasks=tuple(p.task for p in probes),
         strengths=np.array([p.strength for p in probes], np.float32),
         # jax.tree.map sorted the keys: put the levels back in the model's order.
-        selectors={name: selectors[name] for name in _level_names(model, predictor)},
+        selectors={name: selectors[name] for name in predictor.level_names},
     )
-
-
-def _level_names(model, predictor) -> tuple[str, ...]:
-    if isinstance(predictor, inference.Predictor):
-        return predictor.level_names
-    return models.level_names(model)
 
 
 def nearest_centroid_accuracy(givs: np.ndarray, labels: Sequence[str]) -> float:

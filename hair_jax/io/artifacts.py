@@ -8,8 +8,8 @@ code. `python -m hair_jax.export` writes two kinds:
 * `.jaxexport`: a zip of serialized `jax.export` programs (StableHLO) lowered
   for cpu, cuda and tpu, with the weights beside them in `weights.npz` (an
   argument of every program, so each is stored once). Height, width and
-  batch are symbolic: any batch, any H and W that are multiples of 8 and at
-  least `min_size`. Loading needs jax, jaxlib, numpy and flatbuffers. jax.export promises
+  batch are symbolic: any batch, any H and W that are multiples of the
+  model's `multiple` (8; NAFNet's 2^stages) and at least `min_size`. Loading needs jax, jaxlib, numpy and flatbuffers. jax.export promises
   that an artifact keeps loading for 6 months of newer jaxlib releases
   (and 3 weeks of older ones); a jaxlib outside that window refuses it.
   Members:
@@ -28,8 +28,9 @@ code. `python -m hair_jax.export` writes two kinds:
   `hair_jax` metadata entry.
 
 `read_artifact` opens either as a predictor with the interface of
-`hair_jax.inference.Predictor` (`restore`, `giv`, `selectors`, `has_giv`,
-`min_size`, `traces`), plus `fixed_batch` and `fixed_size` for ONNX.
+`hair_jax.inference.Predictor` (`hair_jax.nn.registry.Restorer`: `restore`,
+`giv`, `selectors`, `has_giv`, `level_names`, `min_size`, `multiple`,
+`traces`), plus `fixed_batch` and `fixed_size` for ONNX.
 Artifacts are programs: load only those you trust, as with any model file.
 """
 
@@ -54,7 +55,6 @@ MANIFEST = "manifest.json"
 WEIGHTS = "weights.npz"
 MAX_MANIFEST_BYTES = 2**20
 ONNX_METADATA_KEY = "hair_jax"
-MULTIPLE = 8  # H and W are multiples of this
 
 
 class ArtifactError(ValueError):
@@ -69,6 +69,8 @@ class Manifest:
       model: the model config (`ModelConfig` fields) it was exported from.
       has_giv: it computes a GIV and selectors.
       min_size: the smallest H and W it accepts.
+      multiple: H and W must be multiples of this (artifacts written before
+        the field existed were all 8).
       giv_dim: D, the GIV's length (0 without a GIV).
       levels: the hyper levels, input to output (selector names).
       platforms: what the programs were lowered for (`.jaxexport`).
@@ -85,6 +87,7 @@ class Manifest:
     batch: int | None = None
     size: int | None = None
     jax_version: str = ""
+    multiple: int = 8
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "version": VERSION, **dataclasses.asdict(self)})
@@ -105,7 +108,11 @@ class Manifest:
         try:
             m = cls(**{k: v for k, v in d.items() if k in fields})
             return dataclasses.replace(
-                m, levels=tuple(m.levels), platforms=tuple(m.platforms), min_size=int(m.min_size)
+                m,
+                levels=tuple(m.levels),
+                platforms=tuple(m.platforms),
+                min_size=int(m.min_size),
+                multiple=int(m.multiple),
             )
         except (TypeError, ValueError) as e:
             raise ArtifactError(f"{where}: bad manifest ({error_line(e)})") from None
@@ -141,11 +148,9 @@ class _Artifact:
 
     def __init__(self, path: str, manifest: Manifest):
         self.path, self.manifest = path, manifest
-        self.has_giv, self.min_size = manifest.has_giv, manifest.min_size
+        self.has_giv, self.level_names = manifest.has_giv, manifest.levels
+        self.min_size, self.multiple = manifest.min_size, manifest.multiple
         self.traces = 0
-
-    def level_names(self) -> tuple[str, ...]:
-        return self.manifest.levels
 
     def describe(self) -> str:
         kind = "JAX" if isinstance(self, JaxArtifact) else "ONNX"
@@ -163,10 +168,10 @@ class _Artifact:
         if (
             len(shape) != 4
             or shape[-1] != 3
-            or any(s % MULTIPLE or s < self.min_size for s in shape[1:3])
+            or any(s % self.multiple or s < self.min_size for s in shape[1:3])
         ):
             raise ValueError(
-                f"{self.path} takes images [B, H, W, 3] with H and W multiples of {MULTIPLE} "
+                f"{self.path} takes images [B, H, W, 3] with H and W multiples of {self.multiple} "
                 f"and >= {self.min_size}, got shape {shape}"
             )
 

@@ -12,6 +12,7 @@ reads any checkpoint kind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from hair_jax.io.files import error_line, temp_dir
-from hair_jax.nn import models
+from hair_jax.nn import models, registry
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
@@ -43,7 +44,7 @@ def save_model(model: nnx.Module, directory: str | os.PathLike) -> None:
     tmp = temp_dir(".tmp-" + os.path.basename(directory) + "-", parent)
     try:
         with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
-            f.write(model.config.to_json())
+            json.dump(dataclasses.asdict(model.config), f, indent=2)
         # Every variable: the parameters, and a router temperature if the model has one.
         params = nnx.to_pure_dict(nnx.state(model))
         with ocp.StandardCheckpointer() as ckptr:
@@ -128,8 +129,9 @@ def load_config(directory: str | os.PathLike) -> models.ModelConfig:
     except FileNotFoundError:
         raise ExportError(f"{path}: not found; is {directory} a hair-jax model export?") from None
     try:
-        _check_types(d)
-        return models.ModelConfig.from_dict(d)
+        if registry.get(d.get("arch", "res_hair")).config is models.ModelConfig:
+            _check_types(d)
+        return registry.config_from_dict(d)
     except (TypeError, ValueError) as e:
         raise ExportError(f"{path}: invalid model config ({e})") from None
 

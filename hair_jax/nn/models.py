@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hair_jax.nn import dac, hyper, layers, nafnet, restormer, stages
+from hair_jax.nn import dac, hyper, layers, nafnet, registry, restormer, stages
 
 # The DAC halves the H/8 latent twice more; below 32 px nothing would be left.
 # At 32-56 px its last map is 1x1, where a GroupNorm with one channel per
@@ -311,6 +311,10 @@ class ResHAIR(nnx.Module):
     an image) instead of computing it from `x`.
     """
 
+    has_giv = True
+    multiple = 8
+    level_names = HYPER_LEVELS
+
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.config = cfg
         c, nb, heads, ffn = cfg.dim, cfg.num_blocks, cfg.heads, cfg.ffn_expansion_factor
@@ -442,20 +446,14 @@ def min_size(cfg: ModelConfig) -> int:
     return 2 * MIN_SIZE if channels // cfg.dac_groups < 2 else MIN_SIZE
 
 
-def level_names(model: nnx.Module) -> tuple[str, ...]:
-    """A HAIR model's hyper levels from input to output (its selectors' keys)."""
-    names = getattr(model, "level_names", None)
-    return tuple(names()) if callable(names) else HYPER_LEVELS
-
-
 def get_config(variant: str | ModelConfig, **overrides) -> ModelConfig:
-    """A variant by name (see `VARIANTS`) or a config, with fields replaced."""
-    if isinstance(variant, ModelConfig):
+    """A registered variant by name (`registry.variants()`) or a config, with fields replaced."""
+    if not isinstance(variant, str):
         cfg = variant
-    elif variant in VARIANTS:
-        cfg = VARIANTS[variant]
+    elif variant in (known := registry.variants()):
+        cfg = known[variant]
     else:
-        raise ValueError(f"unknown model variant {variant!r}; known: {sorted(VARIANTS)}")
+        raise ValueError(f"unknown model variant {variant!r}; known: {sorted(known)}")
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
 
 
@@ -483,7 +481,7 @@ def build_model(
     platform: str | None = None,
     **overrides,
 ) -> nnx.Module:
-    """Builds ResHAIR, Restormer, NAFNet or NAFHAIR from a variant name or `ModelConfig`.
+    """Builds the model of a variant name or config, through its backbone's `build`.
 
     `platform` ("cpu", "gpu"/"cuda", "tpu"; default: the default backend)
     decides what the config's "auto" speed options become (see
@@ -492,12 +490,7 @@ def build_model(
     cfg = get_config(variant, **overrides)
     run_cfg = cfg.resolved(platform)
     rngs = _KeyStream((rngs if rngs is not None else nnx.Rngs(0)).params())
-    classes = {
-        "restormer": restormer.Restormer,
-        "nafnet": nafnet.NAFNet,
-        "naf_hair": nafnet.NAFHAIR,
-    }
-    model = classes.get(cfg.arch, ResHAIR)(run_cfg, rngs=rngs)
+    model = registry.get(cfg.arch).build(run_cfg, rngs)
     # Keep "auto" in the recorded config: exports then resolve where they run.
     model.config = cfg
     return model
@@ -515,3 +508,22 @@ def abstract_model(
 def count_params(model: nnx.Module) -> int:
     """Number of parameters (works on abstract models too)."""
     return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def _register(arch: str, cls: type, has_giv: bool) -> None:
+    registry.register(
+        registry.Backbone(
+            arch,
+            ModelConfig,
+            lambda cfg, rngs: cls(cfg, rngs=rngs),
+            {name: cfg for name, cfg in VARIANTS.items() if cfg.arch == arch},
+            has_giv=has_giv,
+        )
+    )
+
+
+# The built-in backbones share ModelConfig (the saved configs' format).
+_register("res_hair", ResHAIR, True)
+_register("restormer", restormer.Restormer, False)
+_register("nafnet", nafnet.NAFNet, False)
+_register("naf_hair", nafnet.NAFHAIR, True)

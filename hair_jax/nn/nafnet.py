@@ -79,8 +79,12 @@ def block_params(c: int, dynamic_only: bool = False) -> int:
 class NAFNet(nnx.Module):
     """The official NAFNet U-Net with static weights (see the module docstring).
 
-    Call `model(x)` on float images [B, H, W, 3]; any H and W work.
+    Call `model(x)` on float images [B, H, W, 3]; any H and W work (the
+    model pads to `multiple` with zeros, as the official code does).
     """
+
+    has_giv = False
+    level_names = ()
 
     def __init__(self, cfg, *, rngs: nnx.Rngs):
         self.config = cfg
@@ -126,6 +130,11 @@ class NAFNet(nnx.Module):
         """Inputs are padded to a multiple of this (2^encoder stages)."""
         return 2 ** len(self.config.enc_blocks)
 
+    @property
+    def min_size(self) -> int:
+        """Smallest input height/width callers pad to: one `multiple`."""
+        return self.multiple
+
     def __call__(self, x: jax.Array, giv: jax.Array | None = None) -> jax.Array:
         return self.features(x, giv)["output"]
 
@@ -170,6 +179,8 @@ class NAFHAIR(NAFNet):
 
     `model(x)` computes the GIV from x; `model(x, giv=g)` uses a given one.
     """
+
+    has_giv = True
 
     def before_levels(self, skip_channels: int, rngs: nnx.Rngs) -> None:
         cfg = self.config
@@ -230,7 +241,7 @@ class NAFHAIR(NAFNet):
 
     def _dac(self, skip: jax.Array) -> jax.Array:
         scale = self.multiple // 2
-        if min(skip.shape[1:3]) * scale < self.min_size:
+        if skip.shape[1] * scale < self.min_size or skip.shape[2] * scale < self.min_size:
             raise ValueError(
                 f"NAF-HAIR computes its GIV from images of at least {self.min_size}x"
                 f"{self.min_size} px (the DAC's input is 1/{scale} of the image), got "
@@ -250,12 +261,14 @@ class NAFHAIR(NAFNet):
     def router_logits(self, giv: jax.Array) -> dict[str, jax.Array]:
         """Per hyper level, what the HSN softmaxes read [num_blocks, B, num_box]."""
         levels, types = [self.middle_blks, *self.decoders], self.types(giv)
-        return {name: lvl.logits(giv, types) for name, lvl in zip(self.level_names(), levels)}
+        return {name: lvl.logits(giv, types) for name, lvl in zip(self.level_names, levels)}
 
+    @property
     def level_names(self) -> tuple[str, ...]:
+        """The hyper levels: the middle one, then the decoders from the deepest."""
         return ("middle_blks",) + tuple(f"decoders.{i}" for i in range(len(self.decoders)))
 
     def selectors(self, giv: jax.Array) -> dict[str, jax.Array]:
         """Per hyper level, the HSN softmax weights [num_blocks, B, num_box]."""
         levels, types = [self.middle_blks, *self.decoders], self.types(giv)
-        return {name: lvl.selectors(giv, types) for name, lvl in zip(self.level_names(), levels)}
+        return {name: lvl.selectors(giv, types) for name, lvl in zip(self.level_names, levels)}

@@ -148,6 +148,11 @@ class Encoder(nnx.Module):
 class Restormer(nnx.Module):
     """The plain Restormer: static weights, the standard Restormer decoder."""
 
+    has_giv = False
+    multiple = 8
+    min_size = 8
+    level_names = ()
+
     def __init__(self, cfg, *, rngs: nnx.Rngs):
         self.config = cfg
         c, nb, heads, ffn = cfg.dim, cfg.num_blocks, cfg.heads, cfg.ffn_expansion_factor

@@ -31,7 +31,7 @@ from flax import nnx
 
 from hair_jax.data.config import TYPES
 from hair_jax.evaluation import selection
-from hair_jax.nn import hyper
+from hair_jax.nn import hyper, registry
 
 GIV_LOSSES = ("ce", "supcon")
 
@@ -72,7 +72,7 @@ class Objective:
         for name in fields - {"giv_loss"}:
             if getattr(obj, name) < 0:
                 raise ValueError(f"config.hair.{name} must be >= 0, got {getattr(obj, name)}")
-        if obj.active and model_cfg.arch not in ("res_hair", "naf_hair"):
+        if obj.active and not registry.get(model_cfg.arch).has_giv:
             raise ValueError(
                 f"config.hair sets options of HAIR's router, but {model_cfg.arch} has none"
             )
@@ -169,7 +169,7 @@ def loss_fn(model, batch, step, obj: Objective):
     `selection.step_measures` on the batch, and `obj`'s terms.
     """
     x = batch["degraded"]
-    if not hasattr(model, "selectors"):
+    if not model.has_giv:
         restored = model(x)
         return l1_loss(restored, batch["clean"]), (restored, {})
     if obj.giv_warmup_steps:
