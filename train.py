@@ -13,7 +13,9 @@ paths and evaluation (hair_jax.train.config.RESUMABLE_FIELDS).
 
 A mistake (a misspelt field, an unknown model or data name, a dataset that
 was not built, another run's workdir) ends with one line on stderr and exit
-code 2, before anything is written.
+code 2, before anything is written. A save that fails (a full disk) ends
+the same way, naming the last complete checkpoint, from which the rerun
+resumes.
 """
 
 import datetime
@@ -160,7 +162,7 @@ def main(argv):
     workdir = _WORKDIR.value or default_workdir(config.name)
     try:
         state, _ = train.train_and_evaluate(config, workdir)
-    except train.ConfigError as e:
+    except (train.ConfigError, train.SaveFailed) as e:
         fail(e)
     step = int(jax.device_get(state.step))
     if jax.process_index() == 0:

@@ -155,3 +155,51 @@ def test_resuming_another_model_is_one_line(tiny_run):
     assert f"{tiny_run}{os.sep}config.json" in line
     assert "model.overrides.dim (saved 8, now 16)" in line
     assert "num_steps" not in line and "new --workdir" in line
+
+
+# ------------------------------------------------------------- a full disk --
+# Loaded by the subprocess (PYTHONPATH): the save of step 4 meets a full disk
+# where orbax writes the data iterators' JSON, in its async commit, after the
+# state's arrays went into the unfinished folder.
+_FULL_DISK = """
+import errno, os
+from orbax.checkpoint._src.handlers import json_checkpoint_handler as handler
+
+_save = handler.JsonCheckpointHandler._save_fn
+
+def _save_fn(self, x, directory):
+    if os.sep + "4.orbax-checkpoint-tmp" in str(directory):
+        path = str(directory / self._filename)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    return _save(self, x, directory)
+
+handler.JsonCheckpointHandler._save_fn = _save_fn
+"""
+
+
+def test_a_full_disk_mid_save_is_one_line_and_the_rerun_resumes(tmp_path):
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(_FULL_DISK)
+    env = train_helpers.subprocess_env()
+    full = dict(env, PYTHONPATH=os.pathsep.join([str(inject), env["PYTHONPATH"]]))
+    workdir = tmp_path / "run"
+    args = ("--config=tests/train_helpers.py", "--config.train.num_steps=6")
+    proc = _train_py(workdir, *args, timeout=600, env=full)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    # Above the error only the progress bar: no traceback, no orbax thread dying at exit.
+    assert "Traceback" not in proc.stderr and "\nE1" not in proc.stderr, proc.stderr[-3000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"train.py: error: could not save a checkpoint in {workdir}")
+    assert "No space left on device" in line and "4.orbax-checkpoint-tmp" in line
+    assert line.endswith(
+        "the last complete checkpoint, step 2, is intact; "
+        "free space and rerun the same command to resume from it"
+    )
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4.orbax-checkpoint-tmp"]
+
+    # The rerun removes the unfinished save, resumes from step 2 and finishes.
+    proc = _train_py(workdir, *args, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| 3/6 [" in proc.stderr and "| 1/6 [" not in proc.stderr  # the progress bar
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["4", "6"]

@@ -18,7 +18,7 @@ current run has.
 """
 
 from hair_jax.train.build import Setup, setup
-from hair_jax.train.checkpoints import restore_train_state
+from hair_jax.train.checkpoints import SaveFailed, restore_train_state
 from hair_jax.train.config import ConfigError
 from hair_jax.train.loop import train_and_evaluate
 from hair_jax.train.mesh import create_mesh, maybe_initialize_distributed
@@ -26,6 +26,7 @@ from hair_jax.train.state import TrainState
 
 __all__ = [
     "ConfigError",
+    "SaveFailed",
     "Setup",
     "TrainState",
     "create_mesh",

@@ -8,11 +8,17 @@ orbax writes each save to `<step>.orbax-checkpoint-tmp` and renames it to
 `<step>` once complete. A process killed mid-save (SIGKILL, out of memory, a
 lost host) leaves that folder behind; orbax ignores it when resuming but never
 deletes it, so `remove_partial_saves` does at start-up.
+
+A save that fails for want of disk (or any OSError, surfacing at the save
+or when an async save is waited for) becomes a `SaveFailed` naming the path
+and the last complete step, which stays intact: the rerun resumes from it.
 """
 
+import contextlib
 import json
 import os
 import shutil
+import threading
 
 import jax
 import numpy as np
@@ -56,6 +62,53 @@ def remove_partial_saves(workdir):
     return removed
 
 
+class SaveFailed(Exception):
+    """Writing a checkpoint or export failed (disk full, ...); the message says what is safe."""
+
+
+def complete_steps(directory) -> list[int]:
+    """The steps saved completely in a checkpoint `directory` (folders named by step), sorted."""
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """`error` or the OSError it was raised from (orbax wraps its threads' errors)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@contextlib.contextmanager
+def saving(directory, what: str):
+    """Turns an OSError inside into `SaveFailed`: one line, with the last complete step.
+
+    Args:
+      directory: the run's checkpoint directory (`checkpoint_dir`).
+      what: what is being saved, for the message ("a checkpoint").
+    """
+    try:
+        yield
+    except Exception as e:
+        os_error = _os_error(e)
+        if os_error is None:
+            raise
+        steps = complete_steps(directory)
+        safe = (
+            f"the last complete checkpoint, step {steps[-1]}, is intact; free space and "
+            "rerun the same command to resume from it"
+            if steps
+            else "no checkpoint was complete yet; free space and rerun the same command"
+        )
+        reason = os_error.strerror or str(os_error)
+        where = f" ({os_error.filename})" if os_error.filename else ""
+        raise SaveFailed(f"could not save {what} in {directory}: {reason}{where}; {safe}") from e
+
+
 def checkpoint_manager(workdir, train_cfg):
     """An async orbax CheckpointManager in `<workdir>/checkpoints`."""
     options = ocp.CheckpointManagerOptions(
@@ -65,6 +118,26 @@ def checkpoint_manager(workdir, train_cfg):
         enable_async_checkpointing=True,
     )
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+
+
+def close_manager(mngr) -> None:
+    """Closes `mngr` once its background saves are over, even after one failed.
+
+    A failed async save raises from the first wait while the save's other
+    threads still run; they must end before the interpreter does, or they
+    die at exit with tracebacks of their own.
+    """
+    try:
+        mngr.wait_until_finished()
+    except Exception:  # noqa: BLE001 - reported already, by the wait that raised it
+        pass
+    mngr.close()
+    for thread in threading.enumerate():
+        if (
+            type(thread).__module__.startswith("orbax.")
+            and thread is not threading.current_thread()
+        ):
+            thread.join(timeout=60)
 
 
 def _allgather_json(obj):

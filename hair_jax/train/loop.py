@@ -23,10 +23,13 @@ from hair_jax.evaluation import protocol, report
 from hair_jax.io.model_export import save_model
 from hair_jax.train.build import setup
 from hair_jax.train.checkpoints import (
+    checkpoint_dir,
     checkpoint_manager,
+    close_manager,
     remove_partial_saves,
     restore_checkpoint,
     save_checkpoint,
+    saving,
 )
 from hair_jax.train.config import ConfigError, check_config, check_resume
 from hair_jax.train.logs import Logger
@@ -144,9 +147,12 @@ def train_and_evaluate(
             return state, []
         rows = _final_evaluation(config, workdir, run, state, test_sets, logger)
     finally:
-        mngr.wait_until_finished()
-        mngr.close()
-        logger.close()
+        try:
+            with saving(mngr.directory, "a checkpoint"):
+                mngr.wait_until_finished()
+        finally:
+            close_manager(mngr)
+            logger.close()
     return state, rows
 
 
@@ -183,7 +189,8 @@ def _loop(state, step_fn, predict, loader, mngr, logger, guard, mesh, tc, start,
             # A non-finite loss is caught here at the latest, before any save.
             metrics = jax.device_get(metrics)
             if not np.isfinite(metrics["loss"]):
-                mngr.wait_until_finished()
+                with saving(mngr.directory, "a checkpoint"):
+                    mngr.wait_until_finished()
                 raise FloatingPointError(
                     f"Non-finite loss ({metrics['loss']}) at step {step}; stopping "
                     f"without saving. The last good checkpoint is step "
@@ -198,10 +205,13 @@ def _loop(state, step_fn, predict, loader, mngr, logger, guard, mesh, tc, start,
                 guard.signal or "preemption",
                 step,
             )
-            save_checkpoint(mngr, state, loader, force=True)
+            with saving(mngr.directory, "a checkpoint"):
+                save_checkpoint(mngr, state, loader, force=True)
             return state, False
         if save:
-            save_checkpoint(mngr, state, loader, force=step == stop_at)
+            # An async save's error surfaces here at the next save, or at the end.
+            with saving(mngr.directory, "a checkpoint"):
+                save_checkpoint(mngr, state, loader, force=step == stop_at)
     return state, True
 
 
@@ -209,7 +219,8 @@ def _final_evaluation(config, workdir, run, state, test_sets, logger):
     """Evaluation table on the test sets, and the model export."""
     use_ema = state.ema is not None
     model = host_model(run.graphdef, state, use_ema)
-    _export(model, os.path.join(workdir, "export"))
+    with saving(checkpoint_dir(workdir), "the export"):
+        _export(model, os.path.join(workdir, "export"))
     if test_sets is None:
         test_sets = default_test_sets(config)
     if not test_sets:
