@@ -9,6 +9,8 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import data_helpers
 import jax.numpy as jnp
@@ -282,3 +284,20 @@ def test_unwritable_out_is_one_line(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "is a file; choose another --out" in err
+
+
+def test_the_study_runs_from_any_directory(tmp_path):
+    """Installed, the package holds what the study needs: no configs/ on the path."""
+    env = dict(train_helpers.subprocess_env())
+    env.pop("PYTHONPATH")  # the editable install alone, as a user's shell has it
+    proc = subprocess.run(
+        [sys.executable, "-m", "hair_jax.experiments.ablation", "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: python -m hair_jax.experiments.ablation")
+    assert "--preset {cpu,gpu}" in proc.stdout

@@ -2,8 +2,8 @@
 
     python -m hair_jax.experiments.ablation --preset cpu
 
-(run from the repository root: the run configs are built with
-configs/common.py). Every (setting, arm, seed) run trains with the same
+(from any directory; the run configs come from hair_jax.train.defaults).
+Every (setting, arm, seed) run trains with the same
 budget (steps, batch, patch, schedule, data order per seed) on the
 `synthetic_large` data (`hair_jax.data.synthetic`), in its own workdir
 `<out>/runs/<setting>/<arm>/seed<seed>`. Training checkpoints every
@@ -16,7 +16,8 @@ ablation and the boxes' similarity.
 
 A finished run's record (`result.json`: curve, final measures, timing,
 machine) is also copied to `<records>/<preset>/<setting>/<arm>/seed<seed>.json`
-(default records: docs/study, committed in the repository). A run with a
+(default records: docs/study under the current directory: from the
+repository root, the committed ones). A run with a
 record is never retrained, here or on another machine; an interrupted run
 resumes from its last checkpoint. At the end, and with `--summary` alone,
 the records are summarised (`tables`): `<records>/<preset>/results.json`,

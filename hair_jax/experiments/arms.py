@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from configs import common  # the run configs; run from the repository root
 from hair_jax.nn import models
 from hair_jax.nn.models import ADAPTIVE
+from hair_jax.train import defaults
 
 # The two settings: the paper's three tasks, and five (adds blur, low light).
 SETTINGS = ("3d", "5d")
@@ -300,11 +300,11 @@ def arm_model(preset: Preset, arm: str, wide_dim: int | None = None) -> models.M
 
 
 def run_config(preset: Preset, setting: str, arm: str, seed: int, data_dir: str, wide_dim=None):
-    """The training config of one run (configs/common.py, the preset and the whole arm)."""
+    """The training config of one run (`train.defaults`, the preset and the whole arm)."""
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; one of {SETTINGS}")
     model_cfg = arm_model(preset, arm, wide_dim)
-    config = common.get_base_config()
+    config = defaults.get_base_config()
     config.name = f"ablation-{preset.name}"
     config.model.variant = model_cfg.arch
     # Every field: training rebuilds exactly this config.
