@@ -28,10 +28,6 @@ def get_config():
     config = common.get_base_config()
     config.name = "demo"
     config.model.variant = "tiny"  # Res-HAIR, dim 16, blocks [1,2,2,1]
-    # The tiny variant's own values, listed so the command line can change them.
-    config.model.overrides.dim = 16
-    config.model.overrides.num_blocks = (1, 2, 2, 1)
-    config.model.overrides.num_refinement_blocks = 1
     config.data.name = "synthetic"
     t = config.train
     t.global_batch_size = 4

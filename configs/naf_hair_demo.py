@@ -19,11 +19,4 @@ def get_config():
     config = demo.get_config()
     config.name = "naf_hair_demo"
     config.model.variant = "naf_hair_tiny"
-    # The tiny variant's own values, listed so the command line can change them.
-    config.model.overrides = {
-        "dim": 16,
-        "enc_blocks": (1, 1, 1, 1),
-        "middle_blocks": 1,
-        "dec_blocks": (1, 1, 1, 1),
-    }
     return config

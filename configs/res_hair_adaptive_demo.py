@@ -22,10 +22,7 @@ from configs import demo
 def get_config():
     config = demo.get_config()
     config.name = "res_hair_adaptive_demo"
-    config.model.variant = "tiny_adaptive"
-    config.model.overrides.giv_classes = 5
-    config.model.overrides.type_routing = 5.0
-    config.model.overrides.giv_skip = True
+    config.model.variant = "tiny_adaptive"  # tiny + models.ADAPTIVE's selection options
     config.hair.giv_loss_weight = 0.1
     t = config.train
     t.num_steps = 1500

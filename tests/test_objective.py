@@ -47,7 +47,7 @@ def _grads(model, obj, step=0):
 def test_defaults_are_the_papers_l1_loss(model):
     assert not Objective().active
     config = demo.get_config()
-    assert train_config.objective(config) == Objective()  # configs/common.py's defaults
+    assert train_config.objective(config) == Objective()  # hair_jax.train.defaults's
     (loss, (restored, metrics)), _ = _grads(model, Objective())
     batch = _batch()
     l1 = jnp.mean(jnp.abs(model(jnp.asarray(batch["degraded"])) - batch["clean"]))

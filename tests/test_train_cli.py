@@ -153,7 +153,7 @@ def test_resuming_another_model_is_one_line(tiny_run):
         "--config.train.num_steps=8",  # may change on resume: not reported
     )
     assert f"{tiny_run}{os.sep}config.json" in line
-    assert "model.overrides.dim (saved 8, now 16)" in line
+    assert "model.dim (saved 8, now 16)" in line
     assert "num_steps" not in line and "new --workdir" in line
 
 

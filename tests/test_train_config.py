@@ -1,11 +1,16 @@
 """Tests of hair_jax.train.config: names, misspelt fields, resuming another run."""
 
 import json
+import os
 
 import pytest
 import train_helpers
+from absl import flags
+from ml_collections import config_flags
 
+from hair_jax.nn import models
 from hair_jax.train import config as config_lib
+from hair_jax.train.defaults import model_overrides
 
 
 def _saved(config):
@@ -62,7 +67,7 @@ def test_resumable_fields_may_differ_others_may_not():
     other.data.synthetic_five_task = True
     assert config_lib.config_differences(saved, other) == [
         ("data.synthetic_five_task", False, True),
-        ("model.overrides.dim", 8, 16),
+        ("model.dim", 8, 16),
         ("train.ema_decay", 0.9, 0.0),
         ("train.seed", 0, 1),
     ]
@@ -82,7 +87,7 @@ def test_check_resume_reads_the_workdirs_config_json(tmp_path):
         config_lib.check_resume(config, str(tmp_path))
     message = str(e.value)
     assert "\n" not in message and str(tmp_path / "config.json") in message
-    assert "model.variant (saved 'restormer', now 'tiny')" in message
+    assert "model.arch (saved 'restormer', now 'res_hair')" in message
     assert "new --workdir" in message
     (tmp_path / "config.json").write_text("{")
     with pytest.raises(config_lib.ConfigError, match="is not valid JSON"):
@@ -91,3 +96,40 @@ def test_check_resume_reads_the_workdirs_config_json(tmp_path):
 
 def test_config_error_is_a_value_error():
     assert issubclass(config_lib.ConfigError, ValueError)
+
+
+def test_every_model_field_is_set_from_the_command_line():
+    argv = [
+        "train.py",
+        "--config.model.overrides.hsn_depth=2",
+        "--config.model.overrides.num_box=(2,2,2,2,2)",
+        "--config.model.overrides.router_temperature=0.5",
+        "--config.model.overrides.scan_blocks=False",
+    ]
+    flag_values = flags.FlagValues()
+    demo = os.path.join(train_helpers.ROOT, "configs", "demo.py")
+    config_flags.DEFINE_config_file("config", demo, flag_values=flag_values, sys_argv=argv)
+    flag_values(argv)
+    cfg = config_lib.model_config(flag_values.config)
+    assert cfg == models.get_config(
+        "tiny", hsn_depth=2, num_box=(2, 2, 2, 2, 2), router_temperature=0.5, scan_blocks=False
+    )
+
+
+def test_a_model_named_another_way_or_saved_with_fewer_fields_resumes():
+    config = train_helpers.tiny_config()
+    config.model.variant, config.model.overrides = "tiny", model_overrides()
+    saved = json.loads(config.to_json_best_effort())
+    # As saved before every field was listed: the variant's own values, in full.
+    saved["model"] = {
+        "variant": "res_hair",
+        "overrides": {
+            "dim": 16,
+            "num_blocks": [1, 2, 2, 1],
+            "num_refinement_blocks": 1,
+            "remat": "auto",
+        },
+    }
+    assert config_lib.config_differences(saved, config) == []
+    config.model.overrides.hsn_depth = 2
+    assert config_lib.config_differences(saved, config) == [("model.hsn_depth", 3, 2)]

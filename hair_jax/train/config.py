@@ -16,6 +16,7 @@ import os
 import ml_collections
 
 from hair_jax import data
+from hair_jax.evaluation import evaluators
 from hair_jax.nn import models
 from hair_jax.train.objective import Objective
 
@@ -38,10 +39,10 @@ RESUMABLE_FIELDS = (
     "train.model_axis_size",
     "train.shard_min_size",
     # How the model computes, not what it computes: same parameters.
-    "model.overrides.remat",
-    "model.overrides.scan_blocks",
-    "model.overrides.dtype",
-    "model.overrides.conv_impl",
+    "model.remat",
+    "model.scan_blocks",
+    "model.dtype",
+    "model.conv_impl",
     "data.data_dir",
     "data.train_root",
     "data.test_root",
@@ -51,6 +52,7 @@ RESUMABLE_FIELDS = (
     "data.num_threads",
     "data.prefetch",
     "eval",
+    "evals",
 )
 
 
@@ -64,12 +66,18 @@ def model_config(config):
     Raises:
       ConfigError: an unknown variant, or overrides the ModelConfig rejects.
     """
-    overrides = dict(config.model.get("overrides", {}))
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     try:
-        return models.get_config(config.model.variant, **overrides)
+        return _model(config.model.variant, config.model.get("overrides", {}))
     except (TypeError, ValueError) as e:  # get_config's and ModelConfig's own checks
         raise ConfigError(f"config.model: {e}") from None
+
+
+def _model(variant, overrides):
+    """`variant` with the overrides that are set (None: the variant's value)."""
+    overrides = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None
+    }
+    return models.get_config(variant, **overrides)
 
 
 def objective(config) -> Objective:
@@ -83,6 +91,10 @@ def objective(config) -> Objective:
 def check_config(config):
     """Raises ConfigError unless config names a known model, data, tasks and loss."""
     objective(config)
+    try:
+        evaluators.from_config(config.get("evals", {}), {})
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     try:
         data.tasks_of(config.data)
         data.test_sets_of(config.data)
@@ -144,8 +156,8 @@ def config_differences(saved, config):
       config: the new ConfigDict.
     """
     # The same JSON round trip as the saved file: tuples become lists.
-    new = _flatten(json.loads(config.to_json_best_effort(sort_keys=True)))
-    old = _flatten(saved)
+    new_tree = json.loads(config.to_json_best_effort(sort_keys=True))
+    new, old = _flatten(_resolved(new_tree)), _flatten(_resolved(saved))
     for field, value in LATER_DEFAULTS.items():
         if field not in old and new.get(field, value) == value:
             old[field] = new.get(field, value)
@@ -154,6 +166,21 @@ def config_differences(saved, config):
         for field in sorted(set(old) | set(new))
         if not _resumable(field) and old.get(field, _ABSENT) != new.get(field, _ABSENT)
     ]
+
+
+def _resolved(tree: dict) -> dict:
+    """A saved config with `model` replaced by the typed config it builds (every field).
+
+    Runs saved before every model field was listed, or naming the same model
+    another way (a variant plus overrides), then compare equal.
+    """
+    model = tree.get("model", {})
+    try:
+        cfg = _model(model.get("variant"), model.get("overrides", {}))
+    except (TypeError, ValueError, AttributeError):
+        return tree  # compared as written; check_config reports the mistake
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    return {**tree, "model": fields}
 
 
 def check_resume(config, workdir):

@@ -11,9 +11,12 @@ it lives in the package so that what an installed package runs (the study,
 `hair_jax.experiments`) needs no file of the repository.
 """
 
+import dataclasses
+
 import ml_collections
 
 from hair_jax import data
+from hair_jax.nn import models
 
 
 def get_base_config():
@@ -22,16 +25,11 @@ def get_base_config():
     config.name = "base"
 
     config.model = ml_collections.ConfigDict()
-    config.model.variant = "res_hair"  # key of hair_jax.nn.models.VARIANTS
-    # Passed to models.build_model as **overrides (ModelConfig fields). The
-    # speed/memory options are listed so that the command line can set them
-    # (--config.model.overrides.remat=none); they change no parameter.
-    # "auto" takes the choice for the mesh's platform (models.PLATFORM_DEFAULTS).
-    config.model.overrides = ml_collections.ConfigDict()
-    config.model.overrides.remat = "auto"  # or "block", "none"
-    config.model.overrides.scan_blocks = "auto"  # or True, False
-    config.model.overrides.dtype = "float32"
-    config.model.overrides.conv_impl = "auto"  # or "fast", "fast_rows", "lax"
+    config.model.variant = "res_hair"  # a registered variant (hair_jax.nn.registry.variants())
+    # Every models.ModelConfig field, None meaning the variant's value: any of
+    # them can be set in a config file or on the command line
+    # (--config.model.overrides.dim=32, --config.model.overrides.remat=none).
+    config.model.overrides = model_overrides()
 
     config.data = data.default_config()
 
@@ -73,9 +71,36 @@ def get_base_config():
     h.temperature_start = 1.0
     h.temperature_anneal_steps = 0  # 0: the model's router_temperature throughout
 
+    # Evaluators run during training every `every` steps (0: never; hair_jax.
+    # evaluation.evaluators), e.g. --config.evals.psnr.every=500.
+    config.evals = ml_collections.ConfigDict(
+        {kind: {"every": 0, "max_images": 8} for kind in ("psnr", "giv", "selection")}
+    )
+
     config.eval = ml_collections.ConfigDict()
     config.eval.max_images_per_set = -1  # -1: every test image
     return config
+
+
+def _field_type(annotation: str) -> type:
+    """The type a command line gives a ModelConfig field ("tuple[int, ...] | None" -> tuple)."""
+    first = annotation.split("|")[0].strip()
+    if first.startswith("tuple"):
+        return tuple
+    if annotation == "bool | str":  # scan_blocks: True, False or "auto", parsed by ModelConfig
+        return str
+    return {"int": int, "float": float, "bool": bool, "str": str}[first]
+
+
+def model_overrides() -> ml_collections.ConfigDict:
+    """A typed placeholder (None: the variant's value) for every `models.ModelConfig` field."""
+    return ml_collections.ConfigDict(
+        {
+            f.name: ml_collections.config_dict.placeholder(_field_type(f.type))
+            for f in dataclasses.fields(models.ModelConfig)
+            if f.name != "arch"  # the variant names the architecture
+        }
+    )
 
 
 def set_epochs(train, num_epochs, warmup_epochs, steps_per_epoch):

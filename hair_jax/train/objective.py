@@ -2,7 +2,7 @@
 
 The paper trains with the L1 loss alone, though every batch carries its
 degradation type; with it the HSN softmaxes stay uniform (docs/results.md).
-`config.hair` (configs/common.py) adds, each off by default:
+`config.hair` (hair_jax.train.defaults) adds, each off by default:
 
 * a degradation-type loss on the GIV: cross-entropy of the model's GIV head
   (`giv_classes` > 0) with label smoothing, or a supervised contrastive loss
