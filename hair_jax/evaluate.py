@@ -14,7 +14,7 @@ import os
 import time
 
 from hair_jax import inference, loading
-from hair_jax.evaluation import giv, protocol, report, selection
+from hair_jax.evaluation import evaluators, giv, protocol, report, selection
 
 
 @dataclasses.dataclass
@@ -152,8 +152,7 @@ def evaluate_checkpoint(
             meta["giv"].update(selection.on_probes(predictor, gmap))
         giv_summary = giv.summary(meta["giv"])
     if selection_measures:
-        gmap = giv.collect(predictor, giv.probes_from_test_sets(sets, max_images))
-        meta["selection"] = selection.on_test_sets(predictor, sets, gmap, max_images)
+        meta["selection"] = evaluators.Selection(sets, max_images).run(predictor)
         summary = selection.summary(meta["selection"])
         giv_summary = f"{giv_summary}\n{summary}" if giv_summary else summary
     files = report.write_results(

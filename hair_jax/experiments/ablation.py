@@ -43,7 +43,7 @@ import jax
 from flax import nnx
 
 from hair_jax import cli, data, evaluate, inference, train
-from hair_jax.evaluation import giv, protocol, selection
+from hair_jax.evaluation import evaluators, giv, selection
 from hair_jax.experiments import arms, tables
 from hair_jax.io.files import write_atomic
 from hair_jax.train.loop import host_model
@@ -55,22 +55,14 @@ DEFAULT_DOC = os.path.join("docs", "results.md")
 # ---------------------------------------------------------------------------
 # Measures
 # ---------------------------------------------------------------------------
-def giv_measures(predictor, probes, batch_size: int = 8) -> dict:
-    """GIV separation and the selection measures of `probes`' GIVs and selectors."""
-    gmap = giv.collect(predictor, probes, batch_size=batch_size)
-    return {"separation": giv.separation(gmap), **selection.on_probes(predictor, gmap)}
-
-
 def evaluate_point(predictor, test_sets, probes, max_images) -> dict:
-    """PSNR per set and their average, and for HAIR models the GIV measures."""
-    rows = protocol.evaluate_sets(predictor, test_sets, max_images=max_images)
-    point = {
-        "psnr": {r.name: r.restored_psnr for r in rows},
-        "average_psnr": protocol.average(rows).restored_psnr,
-    }
-    if predictor.has_giv:
-        point.update(giv_measures(predictor, probes))
-    return point
+    """PSNR per set and their average, and for HAIR models the GIV measures.
+
+    The train loop's `evaluators.Psnr` and `evaluators.Giv`, run here on
+    each kept checkpoint.
+    """
+    point = evaluators.Psnr(test_sets, max_images).run(predictor)
+    return {**point, **evaluators.Giv(probes).run(predictor)}
 
 
 def final_measures(predictor, model, test_sets, probes, max_images) -> dict:

@@ -1,5 +1,6 @@
 """Progress and TensorBoard logging (process 0 only)."""
 
+import json
 import os
 import time
 
@@ -8,7 +9,10 @@ import numpy as np
 import tensorboardX
 import tqdm
 
+from hair_jax.evaluation import evaluators
 from hair_jax.train.config import CONFIG_FILE
+
+EVALS_FILE = "evals.jsonl"  # one JSON line per evaluation during training
 
 
 class Logger:
@@ -17,7 +21,7 @@ class Logger:
     def __init__(self, workdir, config, start_step, num_steps):
         self.active = jax.process_index() == 0
         self.writer = self.bar = None
-        self.num_steps = num_steps
+        self.num_steps, self.workdir = num_steps, workdir
         self._last = (start_step, time.perf_counter())
         if not self.active:
             return
@@ -74,6 +78,19 @@ class Logger:
         grid = np.concatenate([degraded, np.clip(restored, 0, 1), clean], axis=2)
         grid = np.concatenate(list(grid), axis=0)  # [n*H, 3*W, 3]
         self.writer.add_image("train/degraded_restored_clean", grid, step, dataformats="HWC")
+
+    def evaluation(self, step, name, values):
+        """An evaluator's result: TensorBoard `eval/<name>/...`, a line, `evals.jsonl`."""
+        if not self.active or not values:  # e.g. a GIV evaluator on a model without one
+            return
+        numbers = evaluators.flat(values)
+        for key, value in numbers.items():
+            self.writer.add_scalar(f"eval/{name}/{key}", value, step)
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in numbers.items())
+        tqdm.tqdm.write(f"Step {step}, {name}: {shown}")
+        line = json.dumps({"step": step, "evaluator": name, **values}) + "\n"
+        with open(os.path.join(self.workdir, EVALS_FILE), "a") as f:
+            f.write(line)
 
     def write_text(self, tag, text, step):
         if self.active:

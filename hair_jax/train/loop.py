@@ -18,8 +18,8 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from hair_jax import data
-from hair_jax.evaluation import protocol, report
+from hair_jax import data, inference
+from hair_jax.evaluation import evaluators, protocol, report
 from hair_jax.io.model_export import save_model
 from hair_jax.train.build import setup
 from hair_jax.train.checkpoints import (
@@ -134,13 +134,25 @@ def train_and_evaluate(
     step_fn = jit_train_step(run.train_step, run.shardings, mesh)
     predict = make_predict(run.graphdef, mesh, min(4, tc.global_batch_size))
     logger = Logger(workdir, config, start, num_steps)
+    evaluate = Evaluations(config, test_sets, run.graphdef, logger)
     stop_at = num_steps
     if tc.get("max_steps_per_run", 0) > 0:
         stop_at = min(num_steps, start + tc.max_steps_per_run)
     try:
         with PreemptionGuard() as guard:
             state, finished = _loop(
-                state, step_fn, predict, loader, mngr, logger, guard, mesh, tc, start, stop_at
+                state,
+                step_fn,
+                predict,
+                evaluate,
+                loader,
+                mngr,
+                logger,
+                guard,
+                mesh,
+                tc,
+                start,
+                stop_at,
             )
         logger.close_bar()
         if not finished or stop_at < num_steps:
@@ -173,7 +185,42 @@ def _check_epoch_size(tc, loader):
         )
 
 
-def _loop(state, step_fn, predict, loader, mngr, logger, guard, mesh, tc, start, stop_at):
+class Evaluations:
+    """The run's evaluators (`config.evals`), run on the host model when due.
+
+    Test sets load on the first evaluation; one `Predictor` is kept, so each
+    image size compiles once per run.
+    """
+
+    def __init__(self, config, test_sets, graphdef, logger):
+        self.config, self.test_sets, self.graphdef, self.logger = (
+            config,
+            test_sets,
+            graphdef,
+            logger,
+        )
+        self.evaluators, self.predictor = None, None
+
+    def __call__(self, step, state) -> None:
+        evals = self.config.get("evals", {})
+        if not any(options.get("every", 0) for options in evals.values()):
+            return
+        if self.evaluators is None:
+            sets = self.test_sets if self.test_sets is not None else default_test_sets(self.config)
+            self.evaluators = evaluators.from_config(evals, sets)
+        due = [e for e in self.evaluators if e.every and step % e.every == 0]
+        if not due:
+            return
+        model = host_model(self.graphdef, state, state.ema is not None)
+        if self.predictor is None:
+            self.predictor = inference.Predictor(model)
+        else:
+            self.predictor.load(model)
+        for evaluator in due:
+            self.logger.evaluation(step, evaluator.name, evaluator.run(self.predictor))
+
+
+def _loop(state, step_fn, predict, evaluate, loader, mngr, logger, guard, mesh, tc, start, stop_at):
     """Runs steps start..stop_at; returns (state, reached_stop_at)."""
     sharding = batch_sharding(mesh)
     logger.compiling()
@@ -212,6 +259,7 @@ def _loop(state, step_fn, predict, loader, mngr, logger, guard, mesh, tc, start,
             # An async save's error surfaces here at the next save, or at the end.
             with saving(mngr.directory, "a checkpoint"):
                 save_checkpoint(mngr, state, loader, force=step == stop_at)
+        evaluate(step, state)
     return state, True
 
 
