@@ -15,11 +15,19 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _QUIET_LIBRARIES = ("tensorflow_datasets", "orbax")
 
 
-def fail(prog, message):
-    """Ends the program with one line on stderr, `<prog>: error: <message>`, and exit code 2."""
+def error(prog, message) -> int:
+    """Prints `<prog>: error: <message>` as one line on stderr; returns the exit code, 2.
+
+    Every command reports a mistake this way (argparse's own errors look the same).
+    """
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
     print(f"{prog}: error: {'; '.join(lines)}", file=sys.stderr, flush=True)
-    sys.exit(2)
+    return 2
+
+
+def fail(prog, message):
+    """`error`, then exit."""
+    sys.exit(error(prog, message))
 
 
 class QuietLibraries(logging.Filter):

@@ -13,16 +13,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hair_jax import cli
 from hair_jax.io.model_export import ExportError, save_model
 from hair_jax.io.torch_import import CheckpointError, load_torch_checkpoint
 from hair_jax.nn.models import count_params
 
+PROG = "python -m hair_jax.convert"
+
 
 def main(argv=None) -> int:
     """The command line; returns the exit code."""
-    parser = argparse.ArgumentParser(
-        prog="python -m hair_jax.convert", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument(
         "checkpoint", help="PyTorch .ckpt/.pth file (Lightning, NAFNet params or bare state_dict)"
     )
@@ -32,8 +33,7 @@ def main(argv=None) -> int:
         model = load_torch_checkpoint(args.checkpoint)
         save_model(model, args.out_dir)
     except (CheckpointError, ExportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.error(PROG, e)
     print(f"wrote {args.out_dir} ({model.config.arch}, {count_params(model):,} parameters)")
     return 0
 

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hair_jax import inference, loading
+from hair_jax import cli, inference, loading
 from hair_jax.io import artifacts
 from hair_jax.io.files import error_line, write_atomic
 from hair_jax.io.torch_pickle import CheckpointError
@@ -290,8 +290,7 @@ def main(argv=None) -> int:
             check=not args.no_verify,
         )
     except (loading.ExportError, CheckpointError, ExportFailed, OSError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return cli.error(PROG, e)
     checked = "" if error is None else f"; max difference from the model {error:.2g}"
     print(f"Wrote {args.out} ({os.path.getsize(args.out) / 2**20:.1f} MiB{checked})")
     return 0

@@ -42,7 +42,7 @@ import time
 import PIL.Image
 import tqdm
 
-from hair_jax import inference
+from hair_jax import cli, inference
 from hair_jax.io import images
 from hair_jax.io.files import as_if_opened, error_line
 from hair_jax.io.torch_pickle import CheckpointError
@@ -339,8 +339,7 @@ def main(argv=None) -> int:
     try:
         loaded = loading.load_model(args.checkpoint, step=args.step, raw_weights=args.raw_weights)
     except (loading.ExportError, CheckpointError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return cli.error(PROG, e)
     options = Options(
         format=args.format,
         bucket=args.bucket,

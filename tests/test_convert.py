@@ -177,7 +177,11 @@ def test_bad_input_one_line_exit_2_and_nothing_written(case, tmp_path, ref_sd, c
     out_dir = tmp_path / "out"
     assert convert.main([str(path), str(out_dir)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and path.name in err
+    assert (
+        err.startswith("python -m hair_jax.convert: error: ")
+        and err.count("\n") == 1
+        and path.name in err
+    )
     assert not out_dir.exists()
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
 

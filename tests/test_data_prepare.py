@@ -10,6 +10,8 @@ import pytest
 
 from hair_jax.data import builders, prepare
 
+ERR = "python -m hair_jax.data.prepare: error: "  # how every mistake starts
+
 
 @pytest.fixture
 def layout(tmp_path):
@@ -22,7 +24,7 @@ def _run(capsys, train, test, data_dir, *extra):
         ["--train-root", train, "--test-root", test, "--data-dir", data_dir, *extra]
     )
     captured = capsys.readouterr()
-    errors = [l for l in captured.err.splitlines() if l.startswith("error:")]
+    errors = [l for l in captured.err.splitlines() if l.startswith(ERR)]
     return code, errors, captured.out
 
 
@@ -36,7 +38,7 @@ def test_missing_subfolder_of_a_present_dataset(layout, capsys):
     code, errors, _ = _run(capsys, train, test, data_dir)
     assert code == 2
     assert errors == [
-        f"error: missing folder {os.path.join(train, 'Derain/gt')}: "
+        f"{ERR}missing folder {os.path.join(train, 'Derain/gt')}: "
         "download Rain100L (train: 200 rain-N/norain-N pairs; test: 100 "
         "pairs) and put it there"
     ]
@@ -48,9 +50,7 @@ def test_missing_dataset_of_a_requested_task(tmp_path, capsys):
     code, errors, _ = _run(capsys, train, test, str(tmp_path / "o"), "--tasks", "dehaze")
     assert code == 2
     assert len(errors) == 1
-    assert errors[0].startswith(
-        f"error: missing folder {train}/Dehaze/original: download RESIDE OTS"
-    )
+    assert errors[0].startswith(f"{ERR}missing folder {train}/Dehaze/original: download RESIDE OTS")
 
 
 def test_missing_datasets_are_skipped_without_tasks(layout, capsys):
@@ -73,7 +73,7 @@ def test_empty_folder(layout, capsys):
         os.remove(os.path.join(bsd68, f))
     code, errors, _ = _run(capsys, train, test, data_dir)
     assert code == 2
-    assert errors == [f"error: empty folder {bsd68}: no .png/.jpg/.jpeg/.bmp/.tif/.tiff images"]
+    assert errors == [f"{ERR}empty folder {bsd68}: no .png/.jpg/.jpeg/.bmp/.tif/.tiff images"]
 
 
 def test_degraded_image_without_clean_pair(layout, capsys):
@@ -82,9 +82,7 @@ def test_degraded_image_without_clean_pair(layout, capsys):
     code, errors, _ = _run(capsys, train, test, data_dir)
     assert code == 2
     hazy = os.path.join(train, "Dehaze/synthetic", "part2/0002_0.8_0.04.jpg")
-    assert errors == [
-        f"error: no clean pair for {hazy} in {os.path.join(train, 'Dehaze/original')}"
-    ]
+    assert errors == [f"{ERR}no clean pair for {hazy} in {os.path.join(train, 'Dehaze/original')}"]
 
 
 @pytest.mark.parametrize("corruption", ["truncated", "not_an_image"])
@@ -97,7 +95,7 @@ def test_corrupt_image_leaves_no_dataset(layout, capsys, corruption):
     code, errors, _ = _run(capsys, train, test, data_dir, "--tasks", "deblur")
     assert code == 2
     assert len(errors) == 1
-    assert errors[0].startswith(f"error: unreadable or corrupt image {path}: ")
+    assert errors[0].startswith(f"{ERR}unreadable or corrupt image {path}: ")
     assert _built(data_dir) == set()
     assert not os.path.exists(os.path.join(data_dir, "hair_gopro"))
     assert [f for f in os.listdir(data_dir) if f.startswith(".tmp")] == []
@@ -112,7 +110,7 @@ def test_pair_of_different_sizes_keeps_the_previous_build(layout, capsys):
     code, errors, _ = _run(capsys, train, test, data_dir, "--tasks", "lowlight")
     assert code == 2
     assert errors == [
-        f"error: size mismatch: {low} is 48x40 but its clean pair "
+        f"{ERR}size mismatch: {low} is 48x40 but its clean pair "
         f"{os.path.join(train, 'Lowlight/high/1.png')} is 48x48"
     ]
     assert builders.splits(data_dir, "lol") == before == {"train": 1, "test": 1}
@@ -127,7 +125,7 @@ def test_folder_override(layout, tmp_path, capsys):
     )
     assert code == 0 and errors == []
     code, errors, _ = _run(capsys, train, test, data_dir, "--folder", "nope=/x")
-    assert code == 2 and errors[0].startswith("error: unknown folder key 'nope'")
+    assert code == 2 and errors[0].startswith(f"{ERR}unknown folder key 'nope'")
 
 
 def test_success_prints_a_table_of_examples(layout, capsys):
@@ -169,6 +167,6 @@ def test_command_line_exit_code(layout):
     assert bad.returncode == 2
     target = os.path.join(test, "lowlight/LOL/target")
     assert bad.stderr.strip().splitlines() == [
-        f"error: empty folder {target}: no .png/.jpg/.jpeg/.bmp/.tif/.tiff images"
+        f"{ERR}empty folder {target}: no .png/.jpg/.jpeg/.bmp/.tif/.tiff images"
     ]
     assert not os.path.exists(data_dir)

@@ -32,13 +32,12 @@ from hair_jax.data.layout import (
 )
 
 TASK_FAMILIES = ("denoise", "derain", "dehaze", "deblur", "lowlight", "synthetic")
+PROG = "python -m hair_jax.data.prepare"
 EXIT_BAD_INPUT = 2
 
 
 def _parse(argv) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m hair_jax.data.prepare", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument(
         "--train-root", default="data/Train", help="training folders in the reference layout"
     )
@@ -131,11 +130,11 @@ def main(argv=None) -> int:
             synthetic.build(args.data_dir)
             built += ["synthetic_clean", "synthetic"]
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if not built:
         print(
-            f"error: no dataset found under {args.train_root} or {args.test_root}; "
+            f"{PROG}: error: no dataset found under {args.train_root} or {args.test_root}; "
             "see docs/data.md",
             file=sys.stderr,
         )
