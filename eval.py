@@ -30,7 +30,7 @@ import os
 
 from absl import app, flags
 
-from hair_jax import cli
+from hair_jax.commands import common
 
 PROG = "eval.py"
 _CHECKPOINT = flags.DEFINE_string(
@@ -68,7 +68,7 @@ _SELECTION = flags.DEFINE_bool(
 
 def fail(message):
     """Ends the program with one line on stderr and exit code 2."""
-    cli.fail(PROG, message)
+    common.fail(PROG, message)
 
 
 def _parse_flags(argv):
@@ -94,12 +94,11 @@ def check_flags():
             "`python -m hair_jax.data.prepare` (docs/data.md), or leave it out for the synthetic sets"
         )
     # Imported once the flags parse: jax and the model code take seconds.
-    from hair_jax import evaluate  # pylint: disable=g-import-not-at-top
     from hair_jax.evaluation import protocol  # pylint: disable=g-import-not-at-top
 
     if _OUTPUT.value is not None:
         try:
-            evaluate.check_output(_OUTPUT.value)
+            common.check_output(_OUTPUT.value)
         except ValueError as e:
             fail(e)
     plot = _GIV_PLOT.value
@@ -107,7 +106,7 @@ def check_flags():
         if not plot.lower().endswith(".png") or os.path.isdir(plot):
             fail(f"--giv_plot must name a .png file, got {plot!r}")
         try:
-            evaluate.check_output(os.path.dirname(plot) or ".", flag="--giv_plot")
+            common.check_output(os.path.dirname(plot) or ".", flag="--giv_plot")
         except ValueError as e:
             fail(e)
     try:
@@ -121,9 +120,9 @@ def check_flags():
 def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; give the checkpoint as --checkpoint=PATH")
-    cli.quiet_logs()
+    common.quiet_logs()
     check_flags()
-    from hair_jax import evaluate  # pylint: disable=g-import-not-at-top
+    from hair_jax.commands import evaluate  # pylint: disable=g-import-not-at-top
     from hair_jax.evaluation.report import paper_table  # pylint: disable=g-import-not-at-top
 
     try:

@@ -28,7 +28,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from hair_jax import cli
+from hair_jax.commands import common
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "demo.py")
 # No default in the flag: with one, ml_collections applies the --config.<field>
@@ -58,7 +58,7 @@ _OVERRIDE_ARG = re.compile(r"--?(?:no)?config\.([^=]+)")
 
 def fail(message):
     """Ends the program with one line on stderr and exit code 2."""
-    cli.fail("train.py", message)
+    common.fail("train.py", message)
 
 
 def _parse_flags(argv):
@@ -149,7 +149,7 @@ def _tensorboard():
 def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
-    cli.quiet_logs()
+    common.quiet_logs()
     # Imported once the flags parse: jax and the training code take seconds.
     from hair_jax import train  # pylint: disable=g-import-not-at-top
 

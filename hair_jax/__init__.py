@@ -6,18 +6,19 @@ restored = model(images)                               # [B, H, W, 3] in [0, 1]
 
 The layers, each importing only those below it (pyproject.toml's
 import-linter contracts): nn (the model) <- io (files) and data <- inference
-<- evaluation <- train <- loading <- the commands (evaluate, restore,
-convert; train.py and eval.py).
+<- evaluation <- train <- loading <- experiments (the study) <- commands
+(evaluate, restore, export, convert, prepare, ablation; train.py and eval.py
+call them).
 """
 
 import importlib
 
-# Imported on first use (PEP 562), so that `import hair_jax.cli` (train.py's
-# and eval.py's flag checks) does not wait seconds for jax.
+# Imported on first use (PEP 562), so that `import hair_jax.commands.common`
+# (train.py's and eval.py's flag checks) does not wait seconds for jax.
 _EXPORTS = {
     "CheckpointError": "hair_jax.io.torch_pickle",
     "ModelConfig": "hair_jax.nn.models",
-    "ResHAIR": "hair_jax.nn.models",
+    "ResHAIR": "hair_jax.nn.res_hair",
     "Restormer": "hair_jax.nn.restormer",
     "VARIANTS": "hair_jax.nn.models",
     "build_model": "hair_jax.nn.models",

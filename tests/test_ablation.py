@@ -20,8 +20,9 @@ import train_helpers
 
 from hair_jax import inference
 from hair_jax import train as hair_train
+from hair_jax.commands import ablation as ablation_command
 from hair_jax.data import builders, synthetic
-from hair_jax.evaluation import giv, selection
+from hair_jax.evaluation import evaluators, giv, selection
 from hair_jax.experiments import ablation, arms, tables
 from hair_jax.nn import models
 from hair_jax.train.config import model_config, objective
@@ -153,11 +154,11 @@ def test_table_arithmetic_mean_std_paired_difference_and_selection():
     assert one["psnr"]["average"]["std"] is None
 
 
-def test_giv_measures_are_the_selection_modules():
+def test_the_giv_evaluator_is_the_selection_modules():
     sets = data_helpers.fake_test_sets(32)
     model = models.build_model(arms.base_model(TINY))
     probes = giv.probes_from_test_sets(sets)
-    measures = ablation.giv_measures(inference.Predictor(model), probes, batch_size=4)
+    measures = evaluators.Giv(probes).run(inference.Predictor(model))
     selectors = model.selectors(model.giv(jnp.asarray(np.stack([p.image for p in probes]))))
     assert measures["entropy"] == pytest.approx(
         float(selection.normalised_entropy(selectors)), abs=1e-5
@@ -270,7 +271,7 @@ def test_sweep_records_each_run_resumes_after_a_kill_and_never_retrains(
 )
 def test_bad_run_is_one_line(tmp_path, capsys, run, message):
     with pytest.raises(SystemExit) as e:
-        ablation.main(["--out", str(tmp_path / "study"), "--run", run])
+        ablation_command.main(["--out", str(tmp_path / "study"), "--run", run])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and message in err
@@ -280,7 +281,7 @@ def test_unwritable_out_is_one_line(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(SystemExit) as e:
-        ablation.main(["--out", str(blocker / "study")])
+        ablation_command.main(["--out", str(blocker / "study")])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "is a file; choose another --out" in err

@@ -16,7 +16,7 @@ LAZY_IMPORTS = {
     # jax only for default arguments: `python -m hair_jax.data.prepare` stays jax-free.
     ("hair_jax/data/pipeline.py", "import jax"),
     # scikit-image, only when the synthetic set is asked for.
-    ("hair_jax/data/prepare.py", "from hair_jax.data import synthetic"),
+    ("hair_jax/commands/prepare.py", "from hair_jax.data import synthetic"),
     # Photos of synthetic_large that other wheels bundle (scikit-learn is optional).
     ("hair_jax/data/synthetic.py", "from matplotlib import cbook"),
     ("hair_jax/data/synthetic.py", "from sklearn.datasets import load_sample_image"),
@@ -24,9 +24,10 @@ LAZY_IMPORTS = {
     ("hair_jax/evaluation/giv.py", "from matplotlib.figure import Figure"),  # only the plots
     ("hair_jax/experiments/tables.py", "from matplotlib.figure import Figure"),
     ("hair_jax/evaluation/giv.py", "from sklearn.manifold import TSNE"),  # optional (t-SNE)
-    ("hair_jax/restore.py", "from hair_jax import loading"),  # after the flags are checked
+    # After a command's flags are checked: loading pulls in jax and the training code.
+    ("hair_jax/commands/common.py", "from hair_jax import loading"),
     # Optional: ONNX artifacts (the onnx extra; jax2onnx installed apart, README).
-    ("hair_jax/export.py", "import jax2onnx"),
+    ("hair_jax/commands/export.py", "import jax2onnx"),
     ("hair_jax/io/artifacts.py", "import onnxruntime as ort"),
 }
 
@@ -59,6 +60,7 @@ def test_the_model_loads_without_files_data_training_or_evaluation():
         "hair_jax.nn.models",
         "hair_jax.nn.nafnet",
         "hair_jax.nn.registry",
+        "hair_jax.nn.res_hair",
         "hair_jax.nn.restormer",
         "hair_jax.nn.stages",
     ]

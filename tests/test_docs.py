@@ -30,14 +30,14 @@ PENDING_PATHS = set()
 PROGRAMS = {
     "python train.py": "train.py",
     "python eval.py": "eval.py",
-    "python -m hair_jax.restore": "hair_jax/restore.py",
-    "hair-restore": "hair_jax/restore.py",
-    "python -m hair_jax.convert": "hair_jax/convert.py",
-    "python -m hair_jax.export": "hair_jax/export.py",
-    "hair-export": "hair_jax/export.py",
+    "python -m hair_jax.restore": "hair_jax/commands/restore.py",
+    "hair-restore": "hair_jax/commands/restore.py",
+    "python -m hair_jax.convert": "hair_jax/commands/convert.py",
+    "python -m hair_jax.export": "hair_jax/commands/export.py",
+    "hair-export": "hair_jax/commands/export.py",
     "python benchmarks/bench_export.py": "benchmarks/bench_export.py",
-    "python -m hair_jax.data.prepare": "hair_jax/data/prepare.py",
-    "python -m hair_jax.experiments.ablation": "hair_jax/experiments/ablation.py",
+    "python -m hair_jax.data.prepare": "hair_jax/commands/prepare.py",
+    "python -m hair_jax.experiments.ablation": "hair_jax/commands/ablation.py",
     "python benchmarks/bench_model.py": "benchmarks/bench_model.py",
     "python benchmarks/profile_block.py": "benchmarks/profile_block.py",
     "python benchmarks/bench_nafnet.py": "benchmarks/bench_nafnet.py",
@@ -121,6 +121,8 @@ def _defined_flags(source):
     names |= {"no" + n for n in names}  # absl's negated booleans
     for args in re.findall(r'add_argument\(\s*((?:"-[^"]*"\s*,\s*)+)', text):
         names |= {a.lstrip("-") for a in re.findall(r'"(-[^"]*)"', args)}
+    if "common.add_checkpoint_arguments(" in text:
+        names |= _defined_flags("hair_jax/commands/common.py")
     return names | {"help"}
 
 
@@ -159,8 +161,8 @@ def test_programs_define_the_flags_we_look_for():
     """Guards the source parsing itself: it must find known flags."""
     assert {"config", "workdir", "coordinator_address", "distributed"} <= _defined_flags("train.py")
     assert {"checkpoint", "data_dir", "nosave_images"} <= _defined_flags("eval.py")
-    assert {"checkpoint", "output", "max_pixels"} <= _defined_flags("hair_jax/restore.py")
-    assert {"train-root", "data-dir", "folder"} <= _defined_flags("hair_jax/data/prepare.py")
+    assert {"checkpoint", "output", "max_pixels"} <= _defined_flags("hair_jax/commands/restore.py")
+    assert {"train-root", "data-dir", "folder"} <= _defined_flags("hair_jax/commands/prepare.py")
     assert {"ref", "out", "dry-run"} <= _defined_flags("benchmarks/gpu_run.sh")
     assert len(_commands()) >= 15
 

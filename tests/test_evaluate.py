@@ -18,7 +18,9 @@ Image = collections.namedtuple("Image", "name degraded clean")
 
 
 class _Scale(nnx.Module):
-    """A one-parameter restorer: enough to check the evaluation plumbing."""
+    """A one-parameter restorer (a `registry.Model`): enough to check the evaluation plumbing."""
+
+    has_giv, multiple, min_size, level_names = False, 8, 8, ()
 
     def __init__(self, scale):
         self.scale = nnx.Param(jnp.asarray(scale, jnp.float32))

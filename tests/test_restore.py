@@ -206,7 +206,7 @@ def test_console_script_is_declared():
     text = (ROOT / "pyproject.toml").read_text()
     scripts = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
     entry = re.search(r'^hair-restore\s*=\s*"([\w.]+):(\w+)"', scripts, re.M)
-    assert entry and entry.groups() == ("hair_jax.restore", "main")
+    assert entry and entry.groups() == ("hair_jax.commands.restore", "main")
     assert callable(getattr(restore, entry.group(2)))
 
 

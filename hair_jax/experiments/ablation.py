@@ -29,7 +29,6 @@ Arms and presets: `hair_jax.experiments.arms`.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import glob
 import json
@@ -42,7 +41,7 @@ import time
 import jax
 from flax import nnx
 
-from hair_jax import cli, data, evaluate, inference, train
+from hair_jax import data, inference, train
 from hair_jax.evaluation import evaluators, giv, selection
 from hair_jax.experiments import arms, tables
 from hair_jax.io.files import write_atomic
@@ -279,57 +278,7 @@ def summarize(preset, records: str, chosen=None, doc: str | None = None, log=pri
     return summary
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m hair_jax.experiments.ablation", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--preset", choices=sorted(arms.PRESETS), default="cpu")
-    parser.add_argument("--out", default=None, help="workdirs; default runs/ablation-<preset>")
-    parser.add_argument(
-        "--records", default=DEFAULT_RECORDS, help=f"run records (default {DEFAULT_RECORDS})"
-    )
-    parser.add_argument(
-        "--data_dir", default=None, help="default $HAIR_DATA_DIR or ~/tensorflow_datasets"
-    )
-    parser.add_argument(
-        "--run",
-        action="append",
-        metavar="SETTING/ARM/SEED",
-        help="only this run of the preset, e.g. 3d/res_hair/1 (repeatable); "
-        "to reproduce one run's numbers, give a fresh --records and --out",
-    )
-    parser.add_argument(
-        "--summary", action="store_true", help="only summarise the records (train nothing)"
-    )
-    parser.add_argument(
-        "--doc",
-        default=DEFAULT_DOC,
-        help=f"markdown whose <!-- study:PRESET --> block gets the tables (default {DEFAULT_DOC})",
-    )
-    args = parser.parse_args(argv)
-    out = args.out or os.path.join("runs", f"ablation-{args.preset}")
-    preset = arms.PRESETS[args.preset]
-    try:
-        evaluate.check_output(out, "--out")
-        evaluate.check_output(args.records, "--records")
-        only = None if args.run is None else [_parse_run(r) for r in args.run]
-        preset.run_list(only)  # each --run is a run of the preset
-    except ValueError as e:
-        cli.fail(parser.prog, e)
-    cli.quiet_logs()
-    if args.summary:
-        summarize(preset, args.records, doc=args.doc)
-        return
-    sweep(preset, out, records=args.records, data_dir=args.data_dir, only=only, doc=args.doc)
+if __name__ == "__main__":  # the command's former name
+    from hair_jax.commands import ablation as _command
 
-
-def _parse_run(text: str) -> tuple[str, str, int]:
-    """'3d/res_hair/1' -> ('3d', 'res_hair', 1)."""
-    parts = text.split("/")
-    if len(parts) != 3 or not parts[2].isdigit():
-        raise ValueError(f"--run {text!r}: expected SETTING/ARM/SEED, e.g. 3d/res_hair/1")
-    return parts[0], parts[1], int(parts[2])
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(_command.main(sys.argv[1:]))
