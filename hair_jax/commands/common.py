@@ -95,14 +95,30 @@ class QuietLibraries(logging.Filter):
         return not any(f"{os.sep}{lib}{os.sep}" in record.pathname for lib in _QUIET_LIBRARIES)
 
 
-def quiet_logs():
-    """Adds `QuietLibraries` to absl's log handler (the one `absl.app.run` uses).
+class PlainLines(logging.Formatter):
+    """A log line as a person reads it: the message, "warning: " or "error: " before those."""
 
-    Some jax versions (0.8) also print jax's INFO lines through a handler of
-    their own, so the "jax" logger is set to WARNING as well, unless the user
-    chose its level (JAX_LOGGING_LEVEL).
+    def format(self, record):
+        text = record.getMessage()
+        if record.exc_info:
+            text = f"{text}\n{self.formatException(record.exc_info)}"
+        if record.levelno >= logging.ERROR:
+            return f"error: {text}"
+        return f"warning: {text}" if record.levelno >= logging.WARNING else text
+
+
+def quiet_logs():
+    """Adds `QuietLibraries` to absl's log handler (the one `absl.app.run` uses), plain lines.
+
+    absl's prefixes (level, time, thread, file:line) come back with
+    `--verbosity=1` (absl's own flag). Some jax versions (0.8) also print
+    jax's INFO lines through a handler of their own, so the "jax" logger is
+    set to WARNING as well, unless the user chose its level (JAX_LOGGING_LEVEL).
     """
-    absl_logging.get_absl_handler().addFilter(QuietLibraries())
+    handler = absl_logging.get_absl_handler()
+    handler.addFilter(QuietLibraries())
+    if absl_logging.get_verbosity() < absl_logging.DEBUG:
+        handler.setFormatter(PlainLines())
     jax_logger = logging.getLogger("jax")
     if jax_logger.level == logging.NOTSET:
         jax_logger.setLevel(logging.WARNING)

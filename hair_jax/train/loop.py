@@ -116,9 +116,6 @@ def train_and_evaluate(
         )
     loader = (make_loader or default_loader)(config, tc.seed, process_batch)
     _check_epoch_size(tc, loader)
-    logging.info(
-        "Workdir %s; %d devices in %d processes.", workdir, jax.device_count(), jax.process_count()
-    )
     remove_partial_saves(workdir)
     mngr = checkpoint_manager(workdir, tc)
     try:
@@ -129,7 +126,18 @@ def train_and_evaluate(
     if state is None:
         state = run.initialize()
     start = int(jax.device_get(state.step))
-    logging.info("Mesh %s; training steps %d -> %d.", dict(mesh.shape), start, num_steps)
+    devices, processes = jax.device_count(), jax.process_count()
+    logging.info(
+        "Training steps %d -> %d in %s on %d device%s%s (mesh: data %d x model %d).",
+        start,
+        num_steps,
+        workdir,
+        devices,
+        "s" if devices > 1 else "",
+        f" of {processes} processes" if processes > 1 else "",
+        mesh.shape["data"],
+        mesh.shape["model"],
+    )
 
     step_fn = jit_train_step(run.train_step, run.shardings, mesh)
     predict = make_predict(run.graphdef, mesh, min(4, tc.global_batch_size))
