@@ -2,7 +2,7 @@
 
 A *backbone* is a model family (Res-HAIR, Restormer, NAFNet, NAF-HAIR, or
 yours): a config dataclass, a constructor, named variants. `register` adds
-one; `get`, `variant` and `config_from_dict` are how training, loading and
+one; `get`, `variants` and `config_from_dict` are how training, loading and
 export find it. Outside `hair_jax.nn`, code asks a model only what `Model`
 (and, where `has_giv`, `HairModel`) names; docs/architecture.md has the
 recipe for a new backbone, and tests/test_backbone_contract.py registers a
@@ -150,10 +150,6 @@ def get(arch: str) -> Backbone:
     if arch not in _BACKBONES:
         raise ValueError(f"unknown arch {arch!r}: expected one of {tuple(_BACKBONES)}")
     return _BACKBONES[arch]
-
-
-def archs() -> tuple[str, ...]:
-    return tuple(_BACKBONES)
 
 
 def variants() -> dict[str, Any]:
