@@ -130,7 +130,9 @@ def test_export_benchmark_prints_rows_and_ratios(tmp_path):
     pytest.importorskip("jax2onnx", reason="README: pip install --no-deps jax2onnx==0.17.1")
     cmd = [sys.executable, "benchmarks/bench_export.py", "--variant", "tiny", "--sizes", "64"]
     cmd += ["--repeats", "1", "--artifacts", str(tmp_path)]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    # The tests' path (pyproject's pythonpath: .jax2onnx) for the script too.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert rows[:2] == [{"wrote": "tiny.jaxexport"}, {"wrote": "tiny_64.onnx"}]

@@ -6,8 +6,11 @@ in pyproject.toml are checked against them, and every upper bound must name
 the break it guards against.
 """
 
+import importlib.util
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -72,3 +75,15 @@ def test_notebook_install_keeps_the_runtime_jax():
     # The runtime's jax and jaxlib go to a constraints file passed to pip.
     assert 'f"jax=={jax.__version__}' in setup and "jaxlib==" in setup
     assert '"-c", keep_jax' in setup
+
+
+def test_the_readme_test_command_leaves_a_consistent_environment():
+    """jax2onnx (the ONNX tests) sits in .jax2onnx on the tests' path, so pip check is clean."""
+    spec = importlib.util.find_spec("jax2onnx")
+    assert spec is not None, "run the README's test command: it installs jax2onnx in .jax2onnx"
+    assert Path(spec.origin).is_relative_to(ROOT / ".jax2onnx"), spec.origin
+    check = subprocess.run(
+        [sys.executable, "-m", "pip", "check"], capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.strip() == "No broken requirements found."
