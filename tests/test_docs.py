@@ -121,6 +121,8 @@ def _defined_flags(source):
     names |= {"no" + n for n in names}  # absl's negated booleans
     for args in re.findall(r'add_argument\(\s*((?:"-[^"]*"\s*,\s*)+)', text):
         names |= {a.lstrip("-") for a in re.findall(r'"(-[^"]*)"', args)}
+    if "from absl import app" in text:  # absl.app's own flags
+        names |= {"verbosity", "v", "helpshort", "helpfull", "logtostderr", "flagfile"}
     if "common.add_checkpoint_arguments(" in text:
         names |= _defined_flags("hair_jax/commands/common.py")
     return names | {"help"}
