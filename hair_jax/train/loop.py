@@ -207,15 +207,17 @@ class Evaluations:
             graphdef,
             logger,
         )
+        self.evals = config.get("evals", {})
+        # Read once: the loop asks every step.
+        self.every = [int(o.get("every", 0)) for o in self.evals.values() if o.get("every", 0)]
         self.evaluators, self.predictor = None, None
 
     def __call__(self, step, state) -> None:
-        evals = self.config.get("evals", {})
-        if not any(options.get("every", 0) for options in evals.values()):
+        if not any(step % every == 0 for every in self.every):
             return
         if self.evaluators is None:
             sets = self.test_sets if self.test_sets is not None else default_test_sets(self.config)
-            self.evaluators = evaluators.from_config(evals, sets)
+            self.evaluators = evaluators.from_config(self.evals, sets)
         due = [e for e in self.evaluators if e.every and step % e.every == 0]
         if not due:
             return
