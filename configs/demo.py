@@ -18,7 +18,7 @@ config.json land in runs/demo-<timestamp>/ (or --workdir).
 then draws the GIVs. On the same run it measured the nearest-centroid
 accuracy of the degradation type from the GIV at 44.0% (chance 33.3%), and
 of the task at 26.7% (chance 20%): 250 steps do not teach the DAC to
-separate the degradations (see README, "Colab notebook and the GIV picture").
+separate the degradations (see docs/evaluation.md, "Colab notebook and the GIV picture").
 """
 
 from configs import common

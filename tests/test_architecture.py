@@ -26,7 +26,7 @@ LAZY_IMPORTS = {
     ("hair_jax/evaluation/giv.py", "from sklearn.manifold import TSNE"),  # optional (t-SNE)
     # After a command's flags are checked: loading pulls in jax and the training code.
     ("hair_jax/commands/common.py", "from hair_jax import loading"),
-    # Optional: ONNX artifacts (the onnx extra; jax2onnx installed apart, README).
+    # Optional: ONNX artifacts (the onnx extra; jax2onnx installed apart, docs/deployment.md).
     ("hair_jax/commands/export.py", "import jax2onnx"),
     ("hair_jax/io/artifacts.py", "import onnxruntime as ort"),
 }

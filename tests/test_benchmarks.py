@@ -127,7 +127,9 @@ def test_benchmark_imports_no_data_pipeline():
 
 
 def test_export_benchmark_prints_rows_and_ratios(tmp_path):
-    pytest.importorskip("jax2onnx", reason="README: pip install --no-deps jax2onnx==0.17.1")
+    pytest.importorskip(
+        "jax2onnx", reason="docs/deployment.md: pip install --no-deps jax2onnx==0.17.1"
+    )
     cmd = [sys.executable, "benchmarks/bench_export.py", "--variant", "tiny", "--sizes", "64"]
     cmd += ["--repeats", "1", "--artifacts", str(tmp_path)]
     # The tests' path (pyproject's pythonpath: .jax2onnx) for the script too.

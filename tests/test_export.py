@@ -21,7 +21,7 @@ from hair_jax.nn import models
 # dac_groups 4: three of the DAC's 12 channels per group, so 32 px images give varied GIVs.
 TINY = dict(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, dac_groups=4)
 
-# Loads a .jaxexport with jax and numpy alone, as the README shows, and
+# Loads a .jaxexport with jax and numpy alone, as docs/deployment.md shows, and
 # checks that nothing of hair_jax or flax was imported.
 JAX_CONSUMER = """
 import json, sys, zipfile
@@ -180,7 +180,9 @@ def protocol_image(degraded):
 
 @pytest.mark.parametrize("arch", ["res_hair", "restormer"])
 def test_onnx_artifact_equals_the_model_in_onnxruntime(tmp_path, arch):
-    pytest.importorskip("jax2onnx", reason="README: pip install --no-deps jax2onnx==0.17.1")
+    pytest.importorskip(
+        "jax2onnx", reason="docs/deployment.md: pip install --no-deps jax2onnx==0.17.1"
+    )
     model = _model(arch)
     predictor = inference.Predictor(model)
     for batch, size in ((2, 64), (1, 96)):
@@ -215,11 +217,9 @@ def test_onnx_artifact_equals_the_model_in_onnxruntime(tmp_path, arch):
     with pytest.raises(ValueError, match=r"takes images of shape \(1, 96, 96, 3\), got"):
         artifact.restore(np.zeros((2, 96, 96, 3), np.float32))
 
-    # The README's onnxruntime example restores a PNG as the model does.
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    snippet = (
-        readme.split("Restore a PNG with onnxruntime")[1].split("```python")[1].split("```")[0]
-    )
+    # The guide's onnxruntime example restores a PNG as the model does.
+    guide = (Path(__file__).parent.parent / "docs" / "deployment.md").read_text()
+    snippet = guide.split("Restore a PNG with onnxruntime")[1].split("```python")[1].split("```")[0]
     os.replace(path, tmp_path / "res_hair.onnx")
     images.save_png(str(tmp_path / "noisy.png"), _photos(1, 80, 90, seed=5)[0])
     noisy = images.read_image(str(tmp_path / "noisy.png")).pixels
@@ -307,7 +307,9 @@ def test_export_command_errors_are_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_naf_hair_exports_to_onnx(tmp_path):
-    pytest.importorskip("jax2onnx", reason="README: pip install --no-deps jax2onnx==0.17.1")
+    pytest.importorskip(
+        "jax2onnx", reason="docs/deployment.md: pip install --no-deps jax2onnx==0.17.1"
+    )
     model = models.build_model("naf_hair_tiny")
     path = str(tmp_path / "naf_hair.onnx")
     assert export.export(model, path, fmt="onnx", batch=1, size=64) <= 1e-4  # checked in ORT

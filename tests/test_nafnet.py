@@ -57,7 +57,7 @@ def test_parity_with_official_pytorch_nafnet(name):
         ("nafnet_gopro_32", 17_111_907),
         ("nafnet_gopro_64", 67_888_835),
         ("nafnet_tiny", 1_137_203),
-        # NAF-HAIR, as README's table gives them.
+        # NAF-HAIR, as docs/backbones.md's table gives them.
         ("naf_hair_sidd_32", 17_572_583),
         ("naf_hair_gopro_32", 22_698_930),
         ("naf_hair_tiny", 2_543_938),
@@ -207,10 +207,10 @@ def test_naf_hair_trains_a_few_steps(tmp_path):
     assert moved(lambda m: m.encoders[0][0].conv1.kernel[...])
 
 
-def test_readme_recipe_for_your_own_block_runs(capsys):
-    """The README's "HAIR on your own block" snippet runs and prints what it says."""
-    text = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    section = text.split("### HAIR on your own block", 1)[1]
+def test_guide_recipe_for_your_own_block_runs(capsys):
+    """docs/backbones.md's "HAIR on your own block" snippet runs and prints what it says."""
+    text = (Path(__file__).parent.parent / "docs" / "backbones.md").read_text(encoding="utf-8")
+    section = text.split("## HAIR on your own block", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - our own README
+    exec(compile(code, "backbones.md", "exec"), {})  # noqa: S102 - our own guide
     assert capsys.readouterr().out.strip() == "(4, 24, 24, 32) (2, 4, 3)"

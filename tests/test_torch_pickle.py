@@ -97,7 +97,7 @@ def test_fixture_loads_all_tensors(fixture_sd):
     assert len(sd) == 271
     assert not any(k.startswith("net.") for k in sd)
     assert all(isinstance(v, np.ndarray) and v.dtype == np.float32 for v in sd.values())
-    # HAIR has no BatchNorm, so the state dict holds no buffers: the README's
+    # HAIR has no BatchNorm, so the state dict holds no buffers: the fixture README's
     # 2,048,498 parameters are exactly the elements of the 271 tensors.
     assert sum(v.size for v in sd.values()) == 2_048_498
     assert sd["patch_embed.proj.weight"].shape == (16, 3, 3, 3)

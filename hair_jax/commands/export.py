@@ -14,7 +14,7 @@ before anything is written the artifact is run once on random images and
 compared with the model (`--no_verify` skips this).
 
 ONNX needs jax2onnx, installed without its dependencies, because jax2onnx
-pins orbax-checkpoint < 0.11.37 and would downgrade hair_jax's (README,
+pins orbax-checkpoint < 0.11.37 and would downgrade hair_jax's (docs/deployment.md,
 "Standalone artifacts"): `pip install 'hair-jax[onnx]' && pip install
 --no-deps jax2onnx==0.17.1`.
 """

@@ -161,8 +161,9 @@ def read_image(path: str) -> Picture:
     """Decodes an image file, upright (EXIF orientation applied).
 
     Raises:
-      OSError, ValueError (incl. ImageError), and whatever a damaged file makes
-      a decoder raise; callers report the file and go on.
+      OSError: the file cannot be read, or a damaged file makes a decoder
+        raise it; callers report the file and go on (as for the others).
+      ValueError: an undecodable or unsupported image (`ImageError` included).
     """
     try:
         im = PIL.Image.open(path)
