@@ -36,6 +36,7 @@ from the receptive field at tile borders; the GIV itself is identical.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -50,6 +51,24 @@ from hair_jax.nn import models
 MULTIPLE = 8  # the default padding multiple (Res-HAIR's and Restormer's)
 DEFAULT_MAX_PIXELS = 1024 * 1024
 DEFAULT_OVERLAP = 32
+
+
+@contextlib.contextmanager
+def first_call(bar, seen: set, key, what: str):
+    """Marks a tqdm `bar` while the first call for `key` (a new shape: it compiles) runs.
+
+    The bar says "compiling for <what>" meanwhile, and the time it took is
+    left out of the bar's elapsed time, rate and ETA. Later calls with the
+    same key pass straight through. `seen` holds the keys met so far.
+    """
+    if key in seen:
+        yield
+        return
+    seen.add(key)
+    bar.set_postfix_str(f"compiling for {what}")
+    yield
+    bar.set_postfix_str("", refresh=False)
+    bar.unpause()  # restarts the clock at the last print: the compile is not counted
 
 
 class Predictor:

@@ -1,11 +1,13 @@
 """hair_jax.inference: padding, buckets, batches, tiles sharing one GIV."""
 
+import io
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
 import skimage.data
+import tqdm
 from fake_models import PointwiseHAIR
 
 import hair_jax
@@ -128,3 +130,22 @@ def test_tiled_matches_untiled_on_a_photo_with_the_tiny_model(tiny, monkeypatch)
     assert sum(len(g) for g in givs) == 9  # 3 x 3 tiles, all given the whole image's GIV
     for giv in givs:
         np.testing.assert_array_equal(np.asarray(giv), np.repeat(whole, len(giv), axis=0))
+
+
+def test_first_call_names_the_compile_and_leaves_it_out_of_the_rate():
+    now = [0.0]
+    bar = tqdm.tqdm(total=3, file=io.StringIO(), mininterval=0)
+    bar._time = lambda: now[0]  # a fake clock  # pylint: disable=protected-access
+    bar.start_t = bar.last_print_t = 0.0
+    seen = set()
+    with inference.first_call(bar, seen, (64, 64), "64x64 images"):
+        assert bar.postfix == "compiling for 64x64 images"
+        now[0] += 100.0  # compiling
+    bar.update(1)
+    assert bar.postfix == "" and seen == {(64, 64)}
+    for _ in range(2):  # the same shape: no notice, counted
+        with inference.first_call(bar, seen, (64, 64), "64x64 images"):
+            assert bar.postfix == ""
+            now[0] += 1.0
+        bar.update(1)
+    assert bar.format_dict["elapsed"] == 2.0 and bar.n == 3

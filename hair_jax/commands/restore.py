@@ -151,6 +151,7 @@ class Restorer:
         self.predictor, self.options, self.progress = predictor, options, progress
         self.restored, self.skipped, self.failed = [], [], []
         self._bar = None
+        self._compiled = set()  # the shapes restored so far (inference.first_call)
 
     def fail(self, path: str, message: str) -> None:
         self.failed.append(path)
@@ -213,13 +214,13 @@ class Restorer:
             read = [(job, pic) for job, pic in read if pic is not None]
             if not read:
                 continue
+            batch = inference.padded_batch(len(read), per_call)
+            what = f"{batch} x {size[0]}x{size[1]}"
             try:
-                outs = inference.restore_batch(
-                    self.predictor,
-                    [pic.pixels for _, pic in read],
-                    size,
-                    batch=inference.padded_batch(len(read), per_call),
-                )
+                with inference.first_call(self._bar, self._compiled, (size, batch), what):
+                    outs = inference.restore_batch(
+                        self.predictor, [pic.pixels for _, pic in read], size, batch=batch
+                    )
             except Exception as e:  # noqa: BLE001 - e.g. out of device memory
                 for job, _ in read:
                     self._model_failed(job, e)
@@ -232,18 +233,20 @@ class Restorer:
         if picture is None:
             return
         o = self.options
+        p = self.predictor
+        tile = o.tile or inference.auto_tile(o.max_pixels, p.min_size, p.multiple)
         try:
-            out = inference.restore_tiled(
-                self.predictor,
-                picture.pixels,
-                tile=o.tile
-                or inference.auto_tile(
-                    o.max_pixels, self.predictor.min_size, self.predictor.multiple
-                ),
-                overlap=o.overlap,
-                max_pixels=o.max_pixels,
-                bucket=o.bucket,
-            )
+            with inference.first_call(
+                self._bar, self._compiled, ("tile", tile), f"{tile} px tiles"
+            ):
+                out = inference.restore_tiled(
+                    p,
+                    picture.pixels,
+                    tile=tile,
+                    overlap=o.overlap,
+                    max_pixels=o.max_pixels,
+                    bucket=o.bucket,
+                )
         except Exception as e:  # noqa: BLE001 - e.g. out of device memory
             self._model_failed(job, e)
             return

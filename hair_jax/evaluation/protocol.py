@@ -105,7 +105,7 @@ def evaluate_sets(
     Returns:
       A list of `Row`, one per test set, in the order of `test_sets`.
     """
-    rows = []
+    rows, seen = [], set()
     for set_name, images in test_sets.items():
         count = len(images) if max_images is None else min(len(images), max_images)
         per_image = []
@@ -116,9 +116,11 @@ def evaluate_sets(
             clean = crop_to_multiple(np.asarray(image.clean, np.float32), multiple)
             # The whole image at once: a multiple of 16 needs no padding (an
             # ONNX artifact of one fixed size pads or tiles it, see restore_image).
-            restored = inference.restore_image(predictor, degraded, max_pixels=degraded.size)
-            values = _scores(*(jnp.asarray(a[None]) for a in (restored, degraded, clean)))
-            values = jax.tree.map(lambda v: float(v[0]), jax.device_get(values))
+            what = "{}x{} images".format(*degraded.shape[:2])
+            with inference.first_call(bar, seen, degraded.shape, what):
+                restored = inference.restore_image(predictor, degraded, max_pixels=degraded.size)
+                values = _scores(*(jnp.asarray(a[None]) for a in (restored, degraded, clean)))
+                values = jax.tree.map(lambda v: float(v[0]), jax.device_get(values))
             name = str(getattr(image, "name", i)).replace(os.sep, "_")
             per_image.append({"name": name, "height": clean.shape[0], "width": clean.shape[1]})
             per_image[-1].update(values)
