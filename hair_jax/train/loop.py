@@ -127,16 +127,18 @@ def train_and_evaluate(
         state = run.initialize()
     start = int(jax.device_get(state.step))
     devices, processes = jax.device_count(), jax.process_count()
+    # The mesh is news only when there is one: several devices.
+    layout = f" (mesh: data {mesh.shape['data']} x model {mesh.shape['model']})"
     logging.info(
-        "Training steps %d -> %d in %s on %d device%s%s (mesh: data %d x model %d).",
+        "Training steps %d -> %d in %s on %d %s device%s%s%s.",
         start,
         num_steps,
         workdir,
         devices,
+        jax.devices()[0].platform.upper(),
         "s" if devices > 1 else "",
         f" of {processes} processes" if processes > 1 else "",
-        mesh.shape["data"],
-        mesh.shape["model"],
+        layout if devices > 1 else "",
     )
 
     step_fn = jit_train_step(run.train_step, run.shardings, mesh)
@@ -289,7 +291,7 @@ def _final_evaluation(config, workdir, run, state, test_sets, logger):
     step = int(jax.device_get(state.step))
     if jax.process_index() == 0:
         print(
-            f"\nEvaluation after {step} steps ({'EMA' if use_ema else 'raw'} weights):\n{table}",
+            f"\nEvaluation after {step} steps{' (EMA of the weights)' if use_ema else ''}:\n{table}",
             flush=True,
         )
     logger.write_text("eval/table", table, step)
