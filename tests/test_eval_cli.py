@@ -203,12 +203,12 @@ def test_giv_plot(data_dir, tmp_path):
     with open(out / "results.json") as f:
         stats = json.load(f)["giv"]
     assert stats["plot"] == str(plot) and stats["num_images"] == 120  # 24 per task, 5 tasks
-    assert stats["chance"] == pytest.approx(1 / 3)
+    assert stats["chance"] == pytest.approx(1 / 3) and stats["task_chance"] == pytest.approx(1 / 5)
     line = next(line for line in proc.stdout.splitlines() if line.startswith("GIV nearest"))
     assert line == (
         "GIV nearest-centroid accuracy (balanced, leave-one-out, 120 images): "
         f"degradation type {stats['type_accuracy']:.1%} (chance 33.3%), "
-        f"task with noise level {stats['task_accuracy']:.1%}"
+        f"task with noise level {stats['task_accuracy']:.1%} (chance 20.0%)"
     )
     assert f"GIV plot: {plot}" in proc.stdout
 

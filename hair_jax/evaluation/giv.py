@@ -387,13 +387,15 @@ def separation(gmap: GivMap) -> dict[str, float]:
 
     type_accuracy: nearest-centroid accuracy of the degradation type (noise
     levels together); task_accuracy: of the task (each noise level apart);
-    chance: 1 / number of types (the accuracies are balanced over classes).
+    chance: 1 / number of types (the accuracies are balanced over classes);
+    task_chance: 1 / number of tasks.
     """
     kinds = gmap.kinds
     return {
         "type_accuracy": nearest_centroid_accuracy(gmap.givs, kinds),
         "task_accuracy": nearest_centroid_accuracy(gmap.givs, gmap.tasks),
         "chance": 1 / len(set(kinds)),
+        "task_chance": 1 / len(set(gmap.tasks)),
         "num_images": len(kinds),
     }
 
@@ -405,6 +407,8 @@ def summary(stats: dict) -> str:
         f"degradation type {stats['type_accuracy']:.1%} (chance {stats['chance']:.1%}), "
         f"task with noise level {stats['task_accuracy']:.1%}"
     )
+    if "task_chance" in stats:  # older results.json files lack it
+        line += f" (chance {stats['task_chance']:.1%})"
     if stats.get("entropy") is not None:
         line += (
             f"\nSelectors: normalised entropy {stats['entropy']:.3f} (1 = uniform, no choice), "
