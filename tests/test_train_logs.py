@@ -1,5 +1,7 @@
 """hair_jax.train.logs: the compile notice, then a bar whose rate excludes compilation."""
 
+import logging
+import os
 import time
 
 import ml_collections
@@ -23,3 +25,24 @@ def test_first_step_is_announced_as_compiling_and_the_bar_starts_after_it(tmp_pa
     assert logger.bar.n == 13
     assert logger.bar.format_dict["elapsed"] < 0.2  # the compile's 0.2 s are not in it
     logger.close()
+
+
+def test_quiet_logs_drops_library_warnings_on_any_handler():
+    """An argparse command (no absl.app): tfds's warning is dropped on absl's logger itself."""
+    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+
+    from hair_jax.commands import common  # pylint: disable=g-import-not-at-top
+
+    common.quiet_logs()
+    common.quiet_logs()  # idempotent
+    logger = absl_logging.get_absl_logger()
+    assert sum(isinstance(f, common.QuietLibraries) for f in logger.filters) == 1
+
+    def passes(path, level):
+        record = logging.LogRecord("absl", level, path, 1, "message", None, None)
+        return logger.filter(record)
+
+    tfds = os.path.join("site-packages", "tensorflow_datasets", "core", "features", "image.py")
+    assert not passes(tfds, logging.WARNING)  # "OpenCV is not installed"
+    assert passes(tfds, logging.ERROR)
+    assert passes(os.path.join(os.path.dirname(common.__file__), "restore.py"), logging.INFO)

@@ -117,6 +117,11 @@ def quiet_logs():
     """
     handler = absl_logging.get_absl_handler()
     handler.addFilter(QuietLibraries())
+    # Also on absl's logger: without absl.app (the argparse commands) its
+    # records reach whatever handler the root logger has.
+    absl_logger = absl_logging.get_absl_logger()
+    if not any(isinstance(f, QuietLibraries) for f in absl_logger.filters):
+        absl_logger.addFilter(QuietLibraries())
     if absl_logging.get_verbosity() < absl_logging.DEBUG:
         handler.setFormatter(PlainLines())
     jax_logger = logging.getLogger("jax")
