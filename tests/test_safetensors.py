@@ -14,7 +14,10 @@ and the reference code are at hand.
 """
 
 import json
+import os
 import re
+import stat
+import sys
 from pathlib import Path
 
 import jax
@@ -27,7 +30,8 @@ from flax import nnx
 from safetensors_writer import entries, write_raw
 
 from hair_jax import convert, export, loading
-from hair_jax.io import safetensors_file, torch_import
+from hair_jax.commands import evaluate
+from hair_jax.io import files, safetensors_file, torch_import
 from hair_jax.io.torch_pickle import CheckpointError, load_state_dict
 from hair_jax.nn import models
 
@@ -62,6 +66,7 @@ def test_fixture_exports_exactly_the_reference_state_dict(tmp_path, capsys):
     out = tmp_path / "hair16.safetensors"
     assert export.main([str(CKPT), str(out)]) == 0
     assert "max difference from the model 0" in capsys.readouterr().out
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~files.umask()  # as open() makes it
     # Read by safetensors alone, as safetensors.torch.load_file would.
     got = safetensors.numpy.load_file(str(out))
     want = load_state_dict(CKPT)  # the .ckpt's state dict, less its Lightning "net."
@@ -273,3 +278,49 @@ def test_a_file_that_differs_when_read_back_is_not_written(tmp_path, monkeypatch
     with pytest.raises(export.ExportFailed, match="does not hold the model's intro.bias"):
         export.export(model, str(out), fmt="safetensors")
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_readme_pytorch_snippet_loads_strictly(tmp_path, monkeypatch):
+    """The README's snippet, run with stand-ins for torch's pieces.
+
+    `net.HAIR.HAIR` builds our model from the constructor arguments as the
+    released class reads them, and its `load_state_dict(strict=True)`
+    demands exactly the reference state dict's names and shapes.
+    """
+    text = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Use these weights in PyTorch", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "hair3d.safetensors").write_bytes(
+        safetensors_file.to_bytes(torch_import.load_torch_checkpoint(CKPT))
+    )
+
+    class HAIR:
+        def __init__(self, inp_channels, out_channels, LayerNorm_type, **kwargs):
+            assert (inp_channels, out_channels) == (3, 3)
+            kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+            cfg = models.ModelConfig(layer_norm=LayerNorm_type, **kwargs)
+            reference = torch_import.torch_state_dict(models.build_model(cfg))
+            self.shapes = {k: v.shape for k, v in reference.items()}
+
+        def load_state_dict(self, state, strict):
+            assert strict and {k: v.shape for k, v in state.items()} == self.shapes
+            self.loaded = True
+
+    torch_side = type(sys)("safetensors.torch")
+    torch_side.load_file = safetensors.numpy.load_file
+    hair_module = type(sys)("net.HAIR")
+    hair_module.HAIR = HAIR
+    monkeypatch.setitem(sys.modules, "safetensors.torch", torch_side)
+    monkeypatch.setitem(sys.modules, "net", type(sys)("net"))
+    monkeypatch.setitem(sys.modules, "net.HAIR", hair_module)
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    assert scope["net"].loaded
+
+
+def test_eval_results_go_beside_the_file():
+    loaded = loading.LoadedModel(None, loading.SAFETENSORS, "weights/hair3d.safetensors")
+    assert evaluate.default_output(loaded, "all_in_one_3d") == os.path.abspath(
+        "weights/hair3d-eval/all_in_one_3d"
+    )

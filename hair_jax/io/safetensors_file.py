@@ -92,8 +92,12 @@ def _error(path: str, detail: str) -> CheckpointError:
 
 
 def reference_class(cfg) -> tuple[str, str, dict] | None:
-    """(class, where it is defined, constructor arguments) of the reference PyTorch
-    model whose state dict `cfg`'s model has, or None if no reference code builds it."""
+    """The reference PyTorch model with the state dict of `cfg`'s model, if there is one.
+
+    Returns:
+      (class name, where it is defined, its keyword arguments), or None where
+      no reference code builds the model (NAF-HAIR, the selection options).
+    """
     if cfg.arch == "nafnet":
         args = dict(
             img_channel=3,
