@@ -364,7 +364,7 @@ def safetensors_mutations(draw, raw: bytes) -> bytes:
             pos = draw(st.integers(0, len(raw) - 1))
             raw = raw[:pos] + bytes([raw[pos] ^ draw(st.integers(1, 255))]) + raw[pos + 1 :]
         else:
-            raw = raw[: draw(st.integers(0, max(len(raw) - 1, 0)))]
+            raw = raw[: len(raw) - 1 - draw(st.integers(0, max(len(raw) - 1, 0)))]  # from the end
     return raw
 
 

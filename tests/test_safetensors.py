@@ -27,9 +27,10 @@ import pytest
 import safetensors
 import safetensors.numpy
 from flax import nnx
+from PIL import Image
 from safetensors_writer import entries, write_raw
 
-from hair_jax import convert, export, loading
+from hair_jax import convert, export, loading, restore
 from hair_jax.commands import evaluate
 from hair_jax.io import files, safetensors_file, torch_import
 from hair_jax.io.torch_pickle import CheckpointError, load_state_dict
@@ -237,6 +238,8 @@ def _damaged(tmp_path: Path) -> dict[str, tuple[Path, str]]:
 
 
 def test_commands_refuse_damaged_files_in_one_line_and_write_nothing(tmp_path, capsys):
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (64, 64)).save(photo)
     for case, (path, message) in _damaged(tmp_path).items():
         with pytest.raises((CheckpointError, ValueError), match=re.escape(message)):
             loading.load_model(path)
@@ -246,11 +249,16 @@ def test_commands_refuse_damaged_files_in_one_line_and_write_nothing(tmp_path, c
         assert export.main([str(path), str(out)]) == 2, case
         assert export.main([str(path), str(existing), "--overwrite"]) == 2, case
         assert convert.main([str(path), str(tmp_path / "export")]) == 2, case
+        restored = tmp_path / "restored"
+        assert restore.main([str(photo), "--checkpoint", str(path), "--output", str(restored)]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
-        assert len(lines) == 3 and all(str(path) in line for line in lines), (case, lines)
+        assert len(lines) == 4 and all(str(path) in line for line in lines), (case, lines)
         assert not out.exists() and not (tmp_path / "export").exists(), case
+        assert not restored.exists(), case
         assert existing.read_bytes() == b"keep me", case
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".safetensors")) == [
+        "photo.png"
+    ]
 
 
 def test_existing_out_is_kept_without_overwrite(tmp_path, capsys):

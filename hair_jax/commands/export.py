@@ -228,7 +228,7 @@ def verify_weights(model: nnx.Module, path: str, *, seed: int = 0) -> float:
         {".".join(map(str, k)): v.get_value() for k, v in nnx.to_flat_state(nnx.state(m))}
         for m in (model, loaded)
     )
-    differ = sorted(k for k in ours.keys() | theirs.keys() if k not in ours or k not in theirs)
+    differ = sorted(ours.keys() ^ theirs.keys())
     differ = differ or [k for k in ours if not np.array_equal(ours[k], theirs[k])]
     if differ:
         raise ExportFailed(f"{path} does not hold the model's {differ[0]}")
