@@ -179,7 +179,7 @@ def test_round_trip_restores_the_same(tmp_path, case):
     np.testing.assert_array_equal(run(nnx.state(loaded), x), run(nnx.state(model), x))
 
 
-def test_hair_with_the_released_shapes_has_no_constructor_note():
+def test_constructor_note_names_what_the_released_hair_builds_differently():
     # dim 48 with the released rules: the released HAIR(**constructor_args) builds it as is.
     cfg = models.ModelConfig(num_blocks=(1, 1, 1, 1), num_refinement_blocks=1)
     assert safetensors_file.reference_class(cfg)[0] == "HAIR"
