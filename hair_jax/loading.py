@@ -1,9 +1,9 @@
-"""A model from any checkpoint kind: a workdir, a model export, a .ckpt or an artifact.
+"""A model from any checkpoint kind: workdir, model export, .ckpt, .safetensors or artifact.
 
     loaded = load_model(path)          # LoadedModel: .model, .kind, .step, ...
     loaded = load_model(workdir, step=2000, raw_weights=True)
 
-The three kinds `load_model` tells apart:
+The kinds `load_model` tells apart:
   * a training workdir (`python train.py --workdir DIR`): `DIR/checkpoints/<step>`
     hold the whole train state (orbax) and `DIR/config.json` the run's config;
     the model is rebuilt from the config, with the EMA weights when the run
@@ -13,6 +13,9 @@ The three kinds `load_model` tells apart:
     config) and `params/`;
   * the authors' PyTorch Lightning `.ckpt` (or a bare state_dict file), read
     without torch (`hair_jax.io.torch_import`);
+  * a `*.safetensors` file (`hair_jax.io.safetensors_file`): weights that
+    `python -m hair_jax.export` wrote, or a reference PyTorch state dict
+    saved with `safetensors.torch.save_file`;
   * a standalone artifact (`python -m hair_jax.export`: `*.jaxexport` or
     `*.onnx`, `hair_jax.io.artifacts`): no NNX model then, `LoadedModel.model`
     is the artifact itself, which has the interface of
@@ -30,7 +33,7 @@ import os
 import ml_collections
 from flax import nnx
 
-from hair_jax.io import artifacts
+from hair_jax.io import artifacts, safetensors_file
 from hair_jax.io.files import error_line
 from hair_jax.io.model_export import (
     CONFIG_FILE,
@@ -43,6 +46,13 @@ from hair_jax.io.torch_import import load_torch_checkpoint
 from hair_jax.train import ConfigError, restore_train_state
 
 WORKDIR, EXPORT, TORCH, ARTIFACT = "workdir", "export", "torch", "artifact"
+SAFETENSORS = "safetensors"
+_DESCRIPTIONS = {
+    EXPORT: "model export",
+    TORCH: "PyTorch checkpoint",
+    SAFETENSORS: "safetensors file",
+    ARTIFACT: "standalone artifact",
+}
 
 
 @dataclasses.dataclass
@@ -51,7 +61,7 @@ class LoadedModel:
 
     Attributes:
       model: the NNX model, ready to run (ARTIFACT: the artifact).
-      kind: WORKDIR, EXPORT, TORCH or ARTIFACT.
+      kind: WORKDIR, EXPORT, TORCH, SAFETENSORS or ARTIFACT.
       path: the checkpoint path as given.
       step: the training step (workdirs only, else None).
       weights: "ema" or "raw" for workdirs, else None.
@@ -72,14 +82,16 @@ class LoadedModel:
             return f"{self.path} (training workdir, step {self.step}, {weights} weights)"
         if self.kind == ARTIFACT:
             return self.model.describe()
-        return f"{self.path} ({'model export' if self.kind == EXPORT else 'PyTorch checkpoint'})"
+        return f"{self.path} ({_DESCRIPTIONS[self.kind]})"
 
 
 def checkpoint_kind(path: str | os.PathLike) -> str:
-    """WORKDIR, EXPORT, TORCH or ARTIFACT for `path`; ExportError naming it otherwise."""
+    """WORKDIR, EXPORT, TORCH, SAFETENSORS or ARTIFACT for `path`; ExportError naming it if none."""
     path = os.fspath(path)
     if artifacts.artifact_kind(path):
         return ARTIFACT
+    if safetensors_file.is_safetensors(path):
+        return SAFETENSORS
     if os.path.isdir(os.path.join(path, "checkpoints")):
         return WORKDIR
     if os.path.isfile(os.path.join(path, CONFIG_FILE)) and os.path.isdir(
@@ -99,7 +111,7 @@ def checkpoint_kind(path: str | os.PathLike) -> str:
 def load_model(
     path: str | os.PathLike, *, step: int | None = None, raw_weights: bool = False
 ) -> LoadedModel:
-    """Loads a model from a training workdir, a model export or a PyTorch .ckpt.
+    """Loads a model from a training workdir, a model export, a .ckpt or .safetensors file.
 
     Args:
       path: the checkpoint; its kind is detected (see the module docstring).
@@ -114,16 +126,16 @@ def load_model(
     path = os.fspath(path)
     kind = checkpoint_kind(path)
     if kind != WORKDIR and (step is not None or raw_weights):
-        what = {EXPORT: "a model export", TORCH: "a PyTorch checkpoint"}.get(
-            kind, "a standalone artifact"
-        )
         raise ExportError(
-            f"{path} is {what}: --step and --raw_weights apply to training workdirs only"
+            f"{path} is a {_DESCRIPTIONS[kind]}: --step and --raw_weights apply to training "
+            "workdirs only"
         )
     if kind == EXPORT:
         return LoadedModel(load_checkpoint(path), kind, path)
     if kind == TORCH:
         return LoadedModel(load_torch_checkpoint(path), kind, path)
+    if kind == SAFETENSORS:
+        return LoadedModel(safetensors_file.load_safetensors(path), kind, path)
     if kind == ARTIFACT:
         try:
             return LoadedModel(artifacts.read_artifact(path), kind, path)

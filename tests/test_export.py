@@ -269,7 +269,7 @@ def test_damaged_artifacts_are_one_line_and_exit_2(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["model.zip"], "OUT must end in .jaxexport or .onnx, got model.zip"),
+        (["model.zip"], "OUT must end in .jaxexport, .onnx, .safetensors, got model.zip"),
         (["m.onnx", "--format", "jax"], "--format jax writes *.jaxexport, not m.onnx"),
         (["m.onnx", "--size", "60"], "--size must be a multiple of 8 and >= 32, got 60"),
         (["m.onnx", "--batch", "0"], "--batch must be >= 1"),

@@ -1,4 +1,4 @@
-"""Fuzzing the torch reader: damaged checkpoints end in one line or weights.
+"""Fuzzing the torch and safetensors readers: damaged files end in one line or weights.
 
 Random mutations of two valid checkpoints (a small synthetic Lightning file
 with every storage type, and the reference fixture): bytes flipped, records
@@ -9,6 +9,10 @@ line naming the file, or a state dict of arrays; never another exception,
 a hang (an alarm fails the example) or memory beyond the reader's bound
 (tracemalloc, which counts numpy buffers).
 
+The `.safetensors` reader gets the same promise: its header's fields
+rewritten (dtypes, shapes, offsets swapped or moved, entries dropped,
+metadata of the wrong type), its length field lying, bytes flipped or cut.
+
 The seed is fixed and the count small for CI; a longer run:
 
     HAIR_FUZZ_EXAMPLES=3000 python -m pytest -q -n 0 tests/test_fuzz_checkpoints.py
@@ -16,6 +20,7 @@ The seed is fixed and the count small for CI; a longer run:
 
 from __future__ import annotations
 
+import json
 import os
 import pickletools
 import signal
@@ -44,6 +49,7 @@ from torch_writer import (
     zeros_deflated,
 )
 
+from hair_jax.io import safetensors_file, torch_import
 from hair_jax.io.torch_pickle import CheckpointError, load_state_dict
 
 FIXTURE = Path(__file__).parent / "data" / "hair_dim16_ref.ckpt"
@@ -271,3 +277,125 @@ def test_unmutated_bases_and_lying_records_read_the_same(bases, tmp_path):
         assert got.keys() == want.keys()
         for k in want:
             np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+# --------------------------------------------------------------------------
+# .safetensors: the same promise from the header reader.
+# --------------------------------------------------------------------------
+
+NAF_FIXTURE = Path(__file__).parent / "data" / "nafnet_w4_3lvl.pth"
+ST_DTYPES = ["F32", "F16", "BF16", "F64", "I64", "U8", "F8_E4M3", 7, None]
+
+
+@pytest.fixture(scope="module")
+def safetensors_bases() -> list[bytes]:
+    """A small file of every dtype read, with metadata, and an exported NAFNet."""
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    header = {
+        "__metadata__": {"names": "pytorch", "note": "x"},
+        "a": {"dtype": "F32", "shape": [3, 4], "data_offsets": [0, 48]},
+        "b": {"dtype": "F16", "shape": [12], "data_offsets": [48, 72]},
+        "c": {"dtype": "BF16", "shape": [2, 6], "data_offsets": [72, 96]},
+        "d": {"dtype": "F64", "shape": [], "data_offsets": [96, 104]},
+        "e": {"dtype": "F32", "shape": [0, 5], "data_offsets": [104, 104]},
+    }
+    bf16 = (w.view(np.uint32) >> 16).astype("<u2").tobytes()
+    data = w.tobytes() + w.astype("<f2").tobytes() + bf16 + np.float64(7).tobytes()
+    raw = json.dumps(header).encode()
+    model = torch_import.load_torch_checkpoint(NAF_FIXTURE)
+    return [len(raw).to_bytes(8, "little") + raw + data, safetensors_file.to_bytes(model)]
+
+
+@st.composite
+def safetensors_mutations(draw, raw: bytes) -> bytes:
+    """1-3 mutations of a safetensors file: its header's fields, length or bytes."""
+    for _ in range(draw(st.integers(1, 3))):
+        n = int.from_bytes(raw[:8], "little")
+        try:
+            header = json.loads(raw[8 : 8 + n])
+        except Exception:  # noqa: BLE001 - a mutated header: bytes only then
+            header = None
+        entries = {} if not isinstance(header, dict) else header
+        # Entries a byte flip left as the writer made them.
+        names = sorted(
+            k
+            for k, v in entries.items()
+            if isinstance(v, dict)
+            and isinstance(v.get("shape"), list)
+            and isinstance(v.get("data_offsets"), list)
+            and len(v["data_offsets"]) == 2
+            and all(isinstance(x, int) for x in v["shape"] + v["data_offsets"])
+        )
+        kind = draw(st.sampled_from(["entry", "entry", "metadata", "length", "flip", "cut"]))
+        if kind in ("entry", "metadata") and names:
+            if kind == "metadata":
+                header["__metadata__"] = draw(
+                    st.sampled_from(
+                        [{"a": 1}, [], "x", {"model_config": "{"}, {"names": "hair-jax"}]
+                    )
+                )
+            else:
+                entry = header[draw(st.sampled_from(names))]
+                field = draw(st.sampled_from(["dtype", "shape", "data_offsets", "drop", "swap"]))
+                if field == "dtype":
+                    entry["dtype"] = draw(st.sampled_from(ST_DTYPES))
+                elif field == "shape" and entry["shape"]:
+                    i = draw(st.integers(0, len(entry["shape"]) - 1))
+                    entry["shape"][i] += draw(st.sampled_from([-1, 1, 2**40, -(2**40)]))
+                elif field == "data_offsets":
+                    entry["data_offsets"][draw(st.integers(0, 1))] += draw(
+                        st.sampled_from([-8, -1, 1, 4, 2**62])
+                    )
+                elif field == "drop":
+                    del header[draw(st.sampled_from(names))]
+                else:
+                    other = header[draw(st.sampled_from(names))]
+                    entry["data_offsets"], other["data_offsets"] = (
+                        other["data_offsets"],
+                        entry["data_offsets"],
+                    )
+            text = json.dumps(header).encode()
+            new_n = len(text) if draw(st.booleans()) else n  # the length may lie
+            raw = (new_n % 2**64).to_bytes(8, "little") + text + raw[8 + n :]
+        elif kind == "length":
+            n = draw(st.sampled_from([0, 1, n - 1, n + 1, len(raw), 2**20, 2**64 - 1]))
+            raw = (n % 2**64).to_bytes(8, "little") + raw[8:]
+        elif kind == "flip" and raw:
+            pos = draw(st.integers(0, len(raw) - 1))
+            raw = raw[:pos] + bytes([raw[pos] ^ draw(st.integers(1, 255))]) + raw[pos + 1 :]
+        else:
+            raw = raw[: len(raw) - 1 - draw(st.integers(0, max(len(raw) - 1, 0)))]  # from the end
+    return raw
+
+
+@settings(
+    max_examples=EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=st.data())
+def test_mutated_safetensors_end_in_one_line_or_weights(safetensors_bases, tmp_path_factory, data):
+    raw = data.draw(safetensors_mutations(data.draw(st.sampled_from(safetensors_bases))))
+    path = tmp_path_factory.mktemp("case") / "mutated.safetensors"
+    path.write_bytes(raw)
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(ALARM_S)
+    tracemalloc.start()
+    try:
+        try:
+            out, _ = safetensors_file.read_safetensors(path)
+        except CheckpointError as e:
+            message = str(e)
+            assert message.startswith(f"{path}: ") and "\n" not in message, message
+            out = {}
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert all(isinstance(v, np.ndarray) and v.dtype == np.float32 for v in out.values())
+    # The file is read whole and decoded once; narrower floats double in float32.
+    bound = 4 * len(raw) + 32 * safetensors_file.MAX_HEADER_BYTES + SLACK
+    assert peak <= bound, (peak, bound)

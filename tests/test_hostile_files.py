@@ -3,7 +3,8 @@
 The deflate bomb of the issue (a 4-byte tensor record that inflates to
 4 GiB) is refused in a child process whose peak memory is measured; the
 other tests pin each size check of ``hair_jax.io.torch_pickle`` and the cost
-of unpickling ``data.pkl`` (tracemalloc counts numpy buffers too).
+of unpickling ``data.pkl`` (tracemalloc counts numpy buffers too), and each
+check of a ``.safetensors`` header (``hair_jax.io.safetensors_file``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors_writer import write_raw
 from torch_writer import (
     Global,
     RawRecord,
@@ -34,7 +36,7 @@ from torch_writer import (
     zeros_deflated,
 )
 
-from hair_jax.io import torch_pickle
+from hair_jax.io import safetensors_file, torch_pickle
 from hair_jax.io.torch_pickle import MAX_PICKLE_BYTES, CheckpointError, load_state_dict
 
 FIXTURE = Path(__file__).parent / "data" / "hair_dim16_ref.ckpt"
@@ -300,3 +302,88 @@ def test_each_distinct_global_costs_at_most_4_kib(tmp_path):
     path = write_torch_zip(tmp_path / "g2.ckpt", b"\x80\x04" + memo + names + extra + b"N.", {})
     with pytest.raises(CheckpointError, match="more than 1024 distinct globals"):
         load_state_dict(path)
+
+
+# --------------------------------------------------------------------------
+# .safetensors headers: refused before any tensor is read.
+# --------------------------------------------------------------------------
+
+SIX = {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}
+SAFETENSORS_LIES = {
+    "empty file": (b"", None, b"", "0 bytes, too short for a safetensors file"),
+    "header past the end": ({"w": SIX}, 4096, f32(W), "header declares 4096 bytes, the file holds"),
+    "huge header": ({"w": SIX}, 2**63, f32(W), "more than the 1048576 this reader allows"),
+    "not JSON": (b"{'w': 1}", None, f32(W), "header is not JSON (JSONDecodeError"),
+    "not UTF-8": (b'{"\xff": 1}', None, b"", "header is not JSON (UnicodeDecodeError"),
+    "nested too deep": (b"[" * 100_000, None, b"", "header is not JSON (RecursionError"),
+    "not an object": ([1, 2], None, b"", "header is not a JSON object"),
+    "repeated key": (b'{"w": 1, "w": 2}', None, b"", "the key 'w' repeats"),
+    "metadata not strings": ({"__metadata__": {"a": 1}}, None, b"", "__metadata__ is not a"),
+    "unknown dtype": ({"w": {**SIX, "dtype": "F8_E4M3"}}, None, f32(W), "dtype 'F8_E4M3' is not"),
+    "integer dtype": ({"w": {**SIX, "dtype": "I32"}}, None, f32(W), "dtype 'I32' is not read"),
+    "extra field": ({"w": {**SIX, "device": "cuda"}}, None, f32(W), "not a {dtype, shape, data"),
+    "negative size": ({"w": {**SIX, "shape": [-2, -3]}}, None, f32(W), "shape [-2, -3] is no"),
+    "too many dims": ({"w": {**SIX, "shape": [1] * 9}}, None, f32(W), "at most 8 sizes"),
+    "bool offsets": ({"w": {**SIX, "data_offsets": [False, 24]}}, None, f32(W), "are no [begin"),
+    "size and shape disagree": (
+        {"w": {**SIX, "shape": [2, 4]}},
+        None,
+        f32(W),
+        "data_offsets [0, 24] hold 24 bytes, [2, 4] x F32 need 32",
+    ),
+    "offsets past the data": (
+        {"w": {**SIX, "data_offsets": [8, 32]}},
+        None,
+        f32(W),
+        "data_offsets [8, 32] run past the data's 24 bytes",
+    ),
+    "overlap": (
+        {"a": SIX, "b": {**SIX, "data_offsets": [12, 36]}},
+        None,
+        f32(W) + bytes(12),
+        "tensor 'b': data_offsets [12, 36] overlap another tensor",
+    ),
+    "gap": (
+        {"a": SIX, "b": {**SIX, "data_offsets": [28, 52]}},
+        None,
+        f32(W) * 2 + bytes(4),
+        "tensor 'b': data_offsets [28, 52] leave 24-28 unused",
+    ),
+    "bytes left over": ({"w": SIX}, None, f32(W) + bytes(8), "cover 24 of the data's 32 bytes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SAFETENSORS_LIES))
+def test_safetensors_header_lies_are_refused_before_any_tensor_is_read(tmp_path, monkeypatch, case):
+    header, length, data, expect = SAFETENSORS_LIES[case]
+    path = tmp_path / "lies.safetensors"
+    if case == "empty file":
+        path.write_bytes(b"")
+    else:
+        write_raw(path, header, data, length)
+
+    def deserialize(*args):
+        raise AssertionError("tensors were read")
+
+    monkeypatch.setattr(safetensors_file.safetensors, "deserialize", deserialize)
+    with pytest.raises(CheckpointError) as info:
+        safetensors_file.read_safetensors(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert expect in message
+
+
+def test_the_largest_safetensors_header_costs_little_to_parse(tmp_path):
+    # The worst JSON per byte we found: empty objects (26 bytes of Python each
+    # byte; empty lists 23, numbers 6, strings 5).
+    n = (safetensors_file.MAX_HEADER_BYTES - 16) // 3
+    path = write_raw(tmp_path / "objects.safetensors", b'{"a": [' + b"{}," * n + b"{}]}")
+    assert path.stat().st_size <= 8 + safetensors_file.MAX_HEADER_BYTES
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match="not a {dtype, shape, data_offsets} entry"):
+            safetensors_file.read_header(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 32 * safetensors_file.MAX_HEADER_BYTES, peak / safetensors_file.MAX_HEADER_BYTES

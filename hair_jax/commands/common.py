@@ -33,7 +33,7 @@ def fail(prog, message):
 
 CHECKPOINT_HELP = (
     "a training workdir (EMA weights when the run kept them), a model export, a PyTorch "
-    ".ckpt/.pth or a standalone artifact (.jaxexport, .onnx)"
+    ".ckpt/.pth, a .safetensors file or a standalone artifact (.jaxexport, .onnx)"
 )
 
 

@@ -50,7 +50,7 @@ def default_output(loaded, data_name: str) -> str:
     if loaded.kind == loading.WORKDIR:
         step = f"{loaded.step}-raw" if loaded.weights == "raw" else str(loaded.step)
         return os.path.join(path, "eval", step, data_name)
-    is_file = loaded.kind in (loading.TORCH, loading.ARTIFACT)
+    is_file = loaded.kind in (loading.TORCH, loading.SAFETENSORS, loading.ARTIFACT)
     stem = os.path.splitext(path)[0] if is_file else path.rstrip(os.sep)
     return os.path.join(f"{stem}-eval", data_name)
 

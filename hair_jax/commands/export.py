@@ -2,6 +2,7 @@
 
     python -m hair_jax.export CHECKPOINT OUT.jaxexport            # jax.export, cpu/cuda/tpu
     python -m hair_jax.export CHECKPOINT OUT.onnx --size 256      # ONNX, fixed shape
+    python -m hair_jax.export CHECKPOINT OUT.safetensors          # weights only, for PyTorch
     hair-export ...                                                # the same, console script
 
 CHECKPOINT is anything eval.py takes (a training workdir, a model export,
@@ -12,6 +13,11 @@ depthwise convolutions as matmuls and shifted multiply-adds, which need no
 batch-dependent `feature_group_count`, so the batch can stay symbolic), and
 before anything is written the artifact is run once on random images and
 compared with the model (`--no_verify` skips this).
+
+`.safetensors` holds the weights alone, in the reference PyTorch code's
+names and layouts where it has them (`hair_jax.io.safetensors_file`); before
+it is written it is read back as `load_model` reads it, and the rebuilt
+model must have the same weights and restore the same random images.
 
 ONNX needs jax2onnx, installed without its dependencies, because jax2onnx
 pins orbax-checkpoint < 0.11.37 and would downgrade hair_jax's (docs/deployment.md,
@@ -37,7 +43,7 @@ from flax import nnx
 
 from hair_jax import inference, loading
 from hair_jax.commands import common
-from hair_jax.io import artifacts
+from hair_jax.io import artifacts, safetensors_file
 from hair_jax.io.files import error_line, write_atomic
 from hair_jax.io.torch_pickle import CheckpointError
 from hair_jax.nn import models
@@ -211,20 +217,47 @@ def verify(model: nnx.Module, path: str, *, seed: int = 0) -> float:
     return worst
 
 
+def verify_weights(model: nnx.Module, path: str, *, seed: int = 0) -> float:
+    """Reads the `.safetensors` file at `path` back into a model, compares it with `model`.
+
+    The weights must be equal and the restored random images within
+    VERIFY_ATOL; returns the max difference of the images, else ExportFailed.
+    """
+    loaded = safetensors_file.load_safetensors(path)
+    ours, theirs = (
+        {".".join(map(str, k)): v.get_value() for k, v in nnx.to_flat_state(nnx.state(m))}
+        for m in (model, loaded)
+    )
+    differ = sorted(ours.keys() ^ theirs.keys())
+    differ = differ or [k for k in ours if not np.array_equal(ours[k], theirs[k])]
+    if differ:
+        raise ExportFailed(f"{path} does not hold the model's {differ[0]}")
+    m = model.multiple
+    side = -(-max(model.min_size, 32) // m) * m
+    x = jnp.asarray(np.random.default_rng(seed).uniform(0, 1, (2, side, side + m, 3)), jnp.float32)
+    a, b = inference.Predictor(model).restore(x), inference.Predictor(loaded).restore(x)
+    worst = float(jnp.abs(a - b).max())
+    if not worst <= VERIFY_ATOL:
+        raise ExportFailed(f"{path} differs from the model by {worst:.3g} (> {VERIFY_ATOL})")
+    return worst
+
+
 def export(
     model: nnx.Module, out: str, *, fmt: str, batch: int = 1, size: int = 256, check: bool = True
 ) -> float | None:
-    """Writes `model` as a standalone artifact `out` (atomically); returns the verified error."""
-    if fmt == "jax":
-        data = export_jax(model)
+    """Writes `model` as `out` (atomically) in format `fmt`; returns the verified error."""
+    if fmt == "safetensors":
+        data, check_file = safetensors_file.to_bytes(model), verify_weights
+    elif fmt == "jax":
+        data, check_file = export_jax(model), verify
     else:
-        data = export_onnx(model, batch=batch, size=size)
+        data, check_file = export_onnx(model, batch=batch, size=size), verify
     directory = os.path.dirname(os.path.abspath(out))
     with tempfile.TemporaryDirectory(dir=directory, prefix=".export-") as tmp:
         trial = os.path.join(tmp, os.path.basename(out))
         with open(trial, "wb") as f:
             f.write(data)
-        error = verify(model, trial) if check else None
+        error = check_file(model, trial) if check else None
     write_atomic(out, data)
     return error
 
@@ -232,25 +265,26 @@ def export(
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Write a standalone artifact (.jaxexport or .onnx) that runs without hair_jax.",
+        description="Write a standalone artifact (.jaxexport or .onnx) that runs without "
+        "hair_jax, or the weights as .safetensors.",
         epilog="Exit codes: 0 written, 2 bad arguments, checkpoint or export.",
     )
     common.add_checkpoint_arguments(parser, positional=True)
-    parser.add_argument(
-        "out", help=f"the artifact: *{artifacts.JAX_SUFFIX} or *{artifacts.ONNX_SUFFIX}"
-    )
-    parser.add_argument("--format", choices=("jax", "onnx"), help="default: from OUT's suffix")
+    suffix = {
+        "jax": artifacts.JAX_SUFFIX,
+        "onnx": artifacts.ONNX_SUFFIX,
+        "safetensors": safetensors_file.SUFFIX,
+    }
+    parser.add_argument("out", help=f"the file: *{', *'.join(suffix.values())}")
+    parser.add_argument("--format", choices=tuple(suffix), help="default: from OUT's suffix")
     parser.add_argument("--size", type=int, default=256, help="ONNX: image height and width (px)")
     parser.add_argument("--batch", type=int, default=1, help="ONNX: images per call")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     parser.add_argument("--no_verify", action="store_true", help="skip the check against the model")
     args = parser.parse_args(argv)
-    suffix = {"jax": artifacts.JAX_SUFFIX, "onnx": artifacts.ONNX_SUFFIX}
     by_suffix = {v: k for k, v in suffix.items()}.get(os.path.splitext(args.out)[1])
     if by_suffix is None:
-        parser.error(
-            f"OUT must end in {artifacts.JAX_SUFFIX} or {artifacts.ONNX_SUFFIX}, got {args.out}"
-        )
+        parser.error(f"OUT must end in {', '.join(suffix.values())}, got {args.out}")
     if args.format and args.format != by_suffix:
         parser.error(f"--format {args.format} writes *{suffix[args.format]}, not {args.out}")
     args.format = by_suffix

@@ -1,4 +1,4 @@
-"""Files in and out: the torch reader and importer, model exports, image files.
+"""Files in and out: the torch reader and importer, safetensors weights, model exports, images.
 
 Depends only on `hair_jax.nn`; data, training and evaluation build on it.
 """

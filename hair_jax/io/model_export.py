@@ -128,12 +128,21 @@ def load_config(directory: str | os.PathLike) -> models.ModelConfig:
         d = read_json(path)
     except FileNotFoundError:
         raise ExportError(f"{path}: not found; is {directory} a hair-jax model export?") from None
+    return config_from_dict(d, path)
+
+
+def config_from_dict(d: dict, where: str):
+    """The model config a saved dict describes, field types checked.
+
+    Raises:
+      ExportError: '<where>: invalid model config (...)', one line.
+    """
     try:
         if registry.get(d.get("arch", "res_hair")).config is models.ModelConfig:
             _check_types(d)
         return registry.config_from_dict(d)
     except (TypeError, ValueError) as e:
-        raise ExportError(f"{path}: invalid model config ({e})") from None
+        raise ExportError(f"{where}: invalid model config ({e})") from None
 
 
 def _shapes(tree) -> dict[str, tuple]:

@@ -1,9 +1,10 @@
-"""Import PyTorch HAIR, Restormer and official NAFNet weights into hair-jax.
+"""PyTorch HAIR, Restormer and official NAFNet weights, into hair-jax and back.
 
 `load_torch_checkpoint(path)` reads a checkpoint without torch (see
 `hair_jax.io.torch_pickle`), infers the architecture from tensor shapes and
 returns an eval-ready model. `python -m hair_jax.convert` writes it as a
-model export.
+model export. `torch_state_dict(model)` is the inverse: the reference
+state dict, names and layouts, that `state_dict_to_model` reads back.
 
 Layouts: PyTorch convs are OIHW, ours HWIO; Linear weights are [out, in],
 ours [in, out]; each level's flat `kernel_box` [num_box, sum of sizes] is
@@ -167,14 +168,29 @@ def state_dict_to_model(sd: dict[str, np.ndarray], cfg: models.ModelConfig | Non
     naf = is_nafnet(sd)
     cfg = cfg or (infer_nafnet_config(sd) if naf else infer_config(sd))
     abstract = models.abstract_model(cfg)
-    graphdef, state = nnx.split(abstract)
-    targets = {".".join(map(str, k)): v for k, v in nnx.to_flat_state(state)}
     values = {}
     for key, value in sd.items():
         if key.endswith("kernel_box"):
             values.update(_split_bank(key.rsplit(".", 1)[0], value, abstract))
         else:
             values[our_name(key, _NAF_RENAMES if naf else None)] = _to_ours(key, value)
+    return merge_values(abstract, values)
+
+
+def merge_values(abstract: nnx.Module, values: dict[str, np.ndarray]) -> nnx.Module:
+    """`abstract` (`models.abstract_model`) with its variables set from `values`.
+
+    Args:
+      abstract: the model to fill, with shape-only leaves.
+      values: our flat variable path ("latent.bank.weights.attn.qkv.kernel")
+        -> array in our layout.
+
+    Raises:
+      CheckpointError: a name too many or missing, or a shape that differs
+        (the message names the first).
+    """
+    graphdef, state = nnx.split(abstract)
+    targets = {".".join(map(str, k)): v for k, v in nnx.to_flat_state(state)}
     unexpected = sorted(set(values) - set(targets))
     if unexpected:
         raise CheckpointError(
@@ -194,6 +210,82 @@ def state_dict_to_model(sd: dict[str, np.ndarray], cfg: models.ModelConfig | Non
         for k, v in nnx.to_flat_state(state)
     ]
     return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+# The inverse of _RENAMES and _NAF_RENAMES: our path -> the reference's key.
+_TORCH_NAMES = [
+    (r"^encoder\.patch_embed\.", "patch_embed.proj."),
+    (r"^encoder\.levels\.(\d)\.", lambda m: f"encoder_level{int(m[1]) + 1}."),
+    (
+        r"^encoder\.downs\.(\d)\.conv\.",
+        lambda m: f"down{int(m[1]) + 1}_{int(m[1]) + 2}.body.0.",
+    ),
+    (r"^(up\d_\d)\.conv\.", r"\1.body.0."),
+    (r"^(\w+)\.blocks\.(\d+)\.static\.", r"\1.blocks.\2."),
+    (
+        r"^(\w+)\.hsns\.(\d+)\.layers\.(\d+)\.",
+        lambda m: f"{m[1]}.extracts.{m[2]}.net.{2 * int(m[3])}.",
+    ),
+    (r"^dac\.stages\.(\d+)\.", r"feature.down.\1.block."),
+    (r"^dac\.downsamples\.(\d+)\.", r"feature.down.\1.downsample."),
+    (r"^dac\.mid_(block_1|attn_1|block_2)\.", r"feature.mid.\1."),
+    (r"^dac\.", "feature."),
+    # The Restormer LayerNorm keeps its weights in a `body`; the DAC's GroupNorm does not.
+    (r"^(?!feature\.)(.*norm\d)\.(scale|bias)$", r"\1.body.\2"),
+    (r"\.(scale|kernel)$", ".weight"),
+]
+_NAF_TORCH_NAMES = [
+    (r"^ups\.(\d+)\.", r"ups.\1.0."),
+    (r"\.sca\.", ".sca.1."),
+    (r"\.(scale|kernel)$", ".weight"),
+]
+
+
+def _to_torch(torch_key: str, value: np.ndarray) -> np.ndarray:
+    if torch_key.endswith("temperature"):  # [heads] -> [heads, 1, 1]
+        return value.reshape(-1, 1, 1)
+    if torch_key.endswith(("beta", "gamma")):  # NAFNet's [C] -> [1, C, 1, 1]
+        return value.reshape(1, -1, 1, 1)
+    if value.ndim == 4:  # conv HWIO -> OIHW
+        return value.transpose(3, 2, 0, 1)
+    if value.ndim == 2:  # Linear [in, out] -> [out, in]
+        return value.T
+    return value
+
+
+def torch_state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
+    """The reference PyTorch state_dict of a Res-HAIR, Restormer or NAFNet.
+
+    The inverse of `state_dict_to_model`: reference names, OIHW convs,
+    [out, in] Linear weights, each level's banks flattened into its
+    `kernel_box` [num_box, sum of sizes] in BANK_ORDER, NAFNet's beta and
+    gamma as [1, C, 1, 1]. Arrays may be transposed views.
+
+    Raises:
+      ValueError: a variable with no reference name, e.g. a NAF-HAIR bank
+        (the message names it).
+    """
+    naf = model.config.arch == "nafnet"
+    to_torch, to_ours = (_NAF_TORCH_NAMES, _NAF_RENAMES) if naf else (_TORCH_NAMES, _RENAMES)
+    sd, banks = {}, {}
+    for key, variable in nnx.to_flat_state(nnx.state(model)):
+        name = ".".join(map(str, key))
+        value = np.asarray(variable.get_value())
+        if ".bank.weights." in name:
+            level, conv = name.removesuffix(".kernel").split(".bank.weights.")
+            banks.setdefault(level, {})[conv] = value
+            continue
+        torch_key = our_name(name, to_torch)
+        if our_name(torch_key, to_ours) != name:  # the importer must read it back
+            raise ValueError(f"{name} has no name in the reference PyTorch model")
+        sd[torch_key] = _to_torch(torch_key, value)
+    for level, convs in banks.items():
+        if sorted(convs) != sorted(BANK_ORDER):
+            raise ValueError(f"{level}: a bank of {sorted(convs)}, not the reference's six convs")
+        # [num_box, H, W, I, O] -> [num_box, O * I * H * W], the six side by side.
+        flat = [convs[c].transpose(0, 4, 3, 1, 2).reshape(len(convs[c]), -1) for c in BANK_ORDER]
+        sd[f"{level}.kernel_box"] = np.concatenate(flat, axis=1)
+    return sd
 
 
 def target_dtype(variable):

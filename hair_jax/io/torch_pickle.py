@@ -23,8 +23,9 @@ that inflates further (a deflate bomb) is refused before it is inflated;
 methods are those torch and ``zip`` write (stored, deflated). The bound is
 stated in :func:`load_state_dict`.
 
-Public API: :class:`CheckpointError`, :func:`load_state_dict` and
-``MAX_PICKLE_BYTES``.
+Public API: :class:`CheckpointError`, :func:`load_state_dict`,
+``MAX_PICKLE_BYTES`` and :func:`strip_wrapper_prefixes` (which the
+safetensors reader shares).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CheckpointError", "MAX_PICKLE_BYTES", "load_state_dict"]
+__all__ = ["CheckpointError", "MAX_PICKLE_BYTES", "load_state_dict", "strip_wrapper_prefixes"]
 
 # A tensor view may not hold more elements than its storage (see
 # _StorageReader.tensor); this caps the storage too.
@@ -607,8 +608,12 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r:.60}"
 
 
-def _strip_prefixes(names: list[str]) -> dict[str, str]:
-    """Maps each name to itself less wrapper prefixes shared by all names."""
+def strip_wrapper_prefixes(names: list[str]) -> dict[str, str]:
+    """Maps each name to itself less wrapper prefixes shared by all names.
+
+    A Lightning module keeps the network as ``self.net`` (``net.``) and
+    DataParallel as ``self.module`` (``module.``).
+    """
     stripped = {n: n for n in names}
     changed = True
     while changed and stripped:
@@ -693,5 +698,5 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             for key in keys:
                 arrays[key] = reader.tensor(flat, state[key], key)
             del flat
-        names = _strip_prefixes(list(state))
+        names = strip_wrapper_prefixes(list(state))
         return {names[k]: arrays[k] for k in state}
