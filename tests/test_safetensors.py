@@ -298,7 +298,7 @@ def test_readme_pytorch_snippet_loads_strictly(tmp_path, monkeypatch):
     text = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     section = text.split("## Use these weights in PyTorch", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    (tmp_path / "demo.safetensors").write_bytes(
+    (tmp_path / "hair3d.safetensors").write_bytes(
         safetensors_file.to_bytes(torch_import.load_torch_checkpoint(CKPT))
     )
 
