@@ -8,6 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import onnx
@@ -18,9 +19,9 @@ from flax import nnx
 
 from hair_jax import export, inference, restore
 from hair_jax.evaluation import giv, protocol
-from hair_jax.io import artifacts, images
+from hair_jax.io import artifacts, images, onnx_convert
 from hair_jax.io.model_export import save_model
-from hair_jax.nn import models
+from hair_jax.nn import layers, models
 
 # dac_groups 4: three of the DAC's 12 channels per group, so 32 px images give varied GIVs.
 TINY = dict(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, dac_groups=4)
@@ -276,6 +277,23 @@ def test_fixed_size_onnx_of_an_older_hair_jax_is_refused_in_one_line(tmp_path):
         f"{old}: an ONNX artifact of one fixed size (96 px) from an older hair_jax; "
         "export it again (any size now)"
     )
+
+
+def test_onnx_sizes_that_are_multiples_convert_and_run_at_any_size():
+    """The jax2onnx fix of `onnx_convert`: an inner size h/2 of an input dim 8*h."""
+    jax2onnx = pytest.importorskip(
+        "jax2onnx", reason="docs/deployment.md: pip install --no-deps jax2onnx==0.17.1"
+    )
+    ort = pytest.importorskip("onnxruntime")
+    fn = lambda x: layers.pixel_unshuffle(x, 2) * 2.0  # [b, 4h, 4w, 12]: needs h itself
+    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape("b, 8*h, 8*w, 3"), jnp.float32)
+    with pytest.raises(ValueError, match="No symbolic dim origin registered for"):
+        jax2onnx.to_onnx(fn, [spec])  # still needed: jax2onnx alone cannot
+    session = ort.InferenceSession(onnx_convert.to_onnx(fn, [spec]).SerializeToString())
+    for shape in ((1, 8, 16, 3), (3, 24, 8, 3)):
+        x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+        (got,) = session.run(None, {session.get_inputs()[0].name: x})
+        np.testing.assert_array_equal(got, fn(jnp.asarray(x)))
 
 
 def test_damaged_artifacts_are_one_line_and_exit_2(tmp_path, capsys):

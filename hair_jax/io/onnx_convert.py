@@ -55,6 +55,38 @@ def _multiples_resolved():
         cls._get_dim_value = original
 
 
+@contextlib.contextmanager
+def _linear_output_check():
+    """While active, jax2onnx checks that a lowered value is in the graph in O(1).
+
+    After every equation jax2onnx 0.17.1 asks whether each output value is
+    a graph input, an initializer or the output of a node, by comparing it
+    with every node's outputs: quadratic in the graph, 75% of a tiny
+    Res-HAIR's conversion and most of the paper-size model's 15 minutes.
+    A value whose producing node belongs to the graph, or that is one of
+    its initializers, answers yes at once; anything else takes the full
+    check, so the answers do not change.
+    """
+    from jax2onnx.converter import output_binding  # optional: see the module docstring
+
+    original = output_binding._value_is_graph_connected
+
+    def is_graph_connected(ctx, value):
+        graph = getattr(ctx.builder, "graph", None)
+        producer = value.producer()
+        if graph is not None and producer is not None and producer.graph is graph:
+            return True
+        if graph is not None and value.name and value.name in graph.initializers:
+            return True
+        return original(ctx, value)
+
+    output_binding._value_is_graph_connected = is_graph_connected
+    try:
+        yield
+    finally:
+        output_binding._value_is_graph_connected = original
+
+
 def to_onnx(fn, inputs: Sequence[jax.ShapeDtypeStruct], **kwargs):
     """`jax2onnx.to_onnx(fn, inputs, **kwargs)` -> ModelProto, with `m*h`-style dims resolved.
 
@@ -65,5 +97,5 @@ def to_onnx(fn, inputs: Sequence[jax.ShapeDtypeStruct], **kwargs):
 
     logging.getLogger("jax2onnx").setLevel(logging.ERROR)  # plugins of absent libraries
     logging.getLogger("onnx_ir").setLevel(logging.ERROR)  # "value type ... not known" per shape
-    with _multiples_resolved():
+    with _multiples_resolved(), _linear_output_check():
         return jax2onnx.to_onnx(fn, list(inputs), **kwargs)
