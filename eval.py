@@ -9,11 +9,11 @@
 --checkpoint is a training workdir (EMA weights when the run kept them), a
 model export (`hair_jax.save_model`, `python -m hair_jax.convert`), the
 authors' PyTorch Lightning .ckpt or a standalone artifact (`python -m
-hair_jax.export`: .jaxexport, or .onnx, which pads or tiles every image to
-its one size); the kind is detected. Without --data_dir the
-embedded synthetic test sets are used (right after `python train.py`); with
-it, the TFDS sets of the three-task (BSD68 sigma 15/25/50, Rain100L, SOTS,
-Urban100 when built) or five-task (--setting 5d) table. Results go to
+hair_jax.export`: .jaxexport or .onnx, both at any image size); the kind
+is detected. Without --data_dir the embedded synthetic test sets are used
+(right after `python train.py`); with it, the TFDS sets of the three-task
+(BSD68 sigma 15/25/50, Rain100L, SOTS, Urban100 when built) or five-task
+(--setting 5d) table. Results go to
 --output (default <workdir>/eval/<step>/<data>, or <export>-eval/<data>):
 results.json, results.csv and, with --save_images, the restored images.
 --giv_plot giv.png also draws the GIVs of many degraded images in 2-D

@@ -1,16 +1,17 @@
 """Inference time of the standalone artifacts vs the model in JAX, on this CPU.
 
     python benchmarks/bench_export.py                          # Res-HAIR (paper size), 256 and 512 px
+    python benchmarks/bench_export.py --variant tiny res_hair nafnet_sidd_32  # the three models
     python benchmarks/bench_export.py --artifacts DIR --export_only  # write the artifacts only
-    python benchmarks/bench_export.py --variant tiny --sizes 32 --repeats 1  # a quick check
+    python benchmarks/bench_export.py --variant tiny --sizes 64 --repeats 1  # a quick check
 
-Builds `--variant` with random weights (times do not depend on them) and
-writes, with `hair_jax.export.export` (so each is first checked against the
-model), one `.jaxexport` and per size an `.onnx` (batch 1) into --artifacts
-(default: a temporary folder; artifacts already there are reused, so the
-slow jax2onnx conversion can run apart from the timing). Then it times,
-batch 1, the best of --repeats calls after a warm-up (compiles and session
-creation not included):
+Builds each `--variant` with random weights (times do not depend on them)
+and writes, with `hair_jax.export.export` (so each is first checked against
+the model), its `.jaxexport` and its `.onnx` (both take any size) into
+--artifacts (default: a temporary folder; artifacts already there are
+reused, so the jax2onnx conversion can run apart from the timing). Then it
+times, per size, batch 1, the best of --repeats calls after a warm-up
+(compiles and session creation not included):
 
   * `jax`: the NNX model through `inference.Predictor` (jitted, as eval.py
     and hair-restore run it; the CPU forms of `PLATFORM_DEFAULTS`);
@@ -18,7 +19,8 @@ creation not included):
   * `onnxruntime`: the `.onnx` artifact in onnxruntime's CPU provider, with
     its default threads and graph optimisations.
 
-Prints one JSON line per measurement, then per size the ratios
+Prints one JSON line per artifact written (with the ONNX graph's node
+counts), one per measurement, then per variant and size the ratios
 onnxruntime / jax and jaxexport / jax, then the versions.
 """
 
@@ -32,6 +34,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+SUFFIXES = {"jax": ".jaxexport", "onnx": ".onnx"}
+
+
 def best_of(fn, repeats):
     fn()
     best = float("inf")
@@ -42,19 +47,28 @@ def best_of(fn, repeats):
     return round(best, 4)
 
 
-def write_artifacts(model, variant, sizes, folder):
-    """{"jax" or size: path}, exporting what `folder` does not hold yet."""
+def onnx_ops(path):
+    """{op type: count} of an ONNX graph, with the total under "nodes"."""
+    import collections
+
+    import onnx
+
+    ops = collections.Counter(n.op_type for n in onnx.load(path).graph.node)
+    return {"nodes": sum(ops.values()), **dict(ops.most_common())}
+
+
+def write_artifacts(model, variant, folder):
+    """{"jax" or "onnx": path}, exporting what `folder` does not hold yet."""
     from hair_jax import export
 
-    paths = {"jax": os.path.join(folder, f"{variant}.jaxexport")}
-    paths.update({size: os.path.join(folder, f"{variant}_{size}.onnx") for size in sizes})
-    for key, path in paths.items():
+    paths = {fmt: os.path.join(folder, variant + suffix) for fmt, suffix in SUFFIXES.items()}
+    for fmt, path in paths.items():
         if not os.path.exists(path):
-            if key == "jax":
-                export.export(model, path, fmt="jax")
-            else:
-                export.export(model, path, fmt="onnx", batch=1, size=key)
-            print(json.dumps({"wrote": os.path.basename(path)}), flush=True)
+            t = time.perf_counter()
+            export.export(model, path, fmt=fmt)
+            line = {"wrote": os.path.basename(path), "s": round(time.perf_counter() - t, 1)}
+            print(json.dumps(line), flush=True)
+    print(json.dumps({"onnx": os.path.basename(paths["onnx"]), **onnx_ops(paths["onnx"])}))
     return paths
 
 
@@ -69,40 +83,45 @@ def main():
     from hair_jax.nn import models
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="res_hair", help="a model variant")
+    parser.add_argument("--variant", nargs="+", default=["res_hair"], help="model variants")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--artifacts", help="folder for the artifacts (kept and reused)")
     parser.add_argument("--export_only", action="store_true", help="write them, time nothing")
     args = parser.parse_args()
-    model = models.build_model(args.variant, rngs=nnx.Rngs(0))
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.artifacts or tmp
         os.makedirs(folder, exist_ok=True)
-        paths = write_artifacts(model, args.variant, args.sizes, folder)
-        if args.export_only:
-            return
-        predictor = inference.Predictor(model)
-        lowered = artifacts.read_artifact(paths["jax"])
-        rows = []
+        for variant in args.variant:
+            model = models.build_model(variant, rngs=nnx.Rngs(0))
+            paths = write_artifacts(model, variant, folder)
+            if args.export_only:
+                continue
+            predictor = inference.Predictor(model)
+            lowered = artifacts.read_artifact(paths["jax"])
+            onnx = artifacts.read_artifact(paths["onnx"])
+            for size in args.sizes:
+                shape = (1, size, size, 3)
+                x = np.random.default_rng(size).uniform(0, 1, shape).astype(np.float32)
+                runs = {
+                    "jax": lambda: jax.block_until_ready(predictor.restore(x)),
+                    "jaxexport": lambda: jax.block_until_ready(lowered.restore(x)),
+                    "onnxruntime": lambda: onnx.restore(x),
+                }
+                for name, fn in runs.items():
+                    s = best_of(fn, args.repeats)
+                    rows.append({"model": variant, "runtime": name, "size": size, "s": s})
+                    print(json.dumps(rows[-1]), flush=True)
+    by = {(r["model"], r["runtime"], r["size"]): r["s"] for r in rows}
+    for variant in args.variant if rows else []:
         for size in args.sizes:
-            onnx = artifacts.read_artifact(paths[size])
-            x = np.random.default_rng(size).uniform(0, 1, (1, size, size, 3)).astype(np.float32)
-            runs = {
-                "jax": lambda: jax.block_until_ready(predictor.restore(x)),
-                "jaxexport": lambda: jax.block_until_ready(lowered.restore(x)),
-                "onnxruntime": lambda: onnx.restore(x),
-            }
-            for name, fn in runs.items():
-                s = best_of(fn, args.repeats)
-                rows.append({"model": args.variant, "runtime": name, "size": size, "s": s})
-                print(json.dumps(rows[-1]), flush=True)
-    by = {(r["runtime"], r["size"]): r["s"] for r in rows}
-    for size in args.sizes:
-        ratio = {"ratio": True, "size": size}
-        for name in ("onnxruntime", "jaxexport"):
-            ratio[f"{name}_over_jax"] = round(by[(name, size)] / by[("jax", size)], 3)
-        print(json.dumps(ratio))
+            ratio = {"ratio": True, "model": variant, "size": size}
+            for name in ("onnxruntime", "jaxexport"):
+                ratio[f"{name}_over_jax"] = round(
+                    by[(variant, name, size)] / by[(variant, "jax", size)], 3
+                )
+            print(json.dumps(ratio))
     versions = {"jax": jax.__version__, "onnxruntime": ort.__version__, "cpus": os.cpu_count()}
     print(json.dumps(versions))
 

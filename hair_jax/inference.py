@@ -81,13 +81,9 @@ class Predictor:
       multiple: input height and width are padded to multiples of this.
       traces: how many times JAX traced (and so compiled) one of the
         functions; one per new input shape and function.
-      fixed_batch, fixed_size: None here; an ONNX artifact
-        (`hair_jax.io.artifacts`), which has the same interface, takes only
-        batches of `fixed_batch` images of `fixed_size` px squared.
-    """
 
-    fixed_batch: int | None = None
-    fixed_size: int | None = None
+    The standalone artifacts of `hair_jax.io.artifacts` have the same interface.
+    """
 
     def __init__(self, model: nnx.Module):
         self.graphdef, self.state = nnx.split(model)
@@ -194,15 +190,14 @@ def restore_batch(
       images: float32 [H, W, 3] arrays in [0, 1], each at most `size`.
       size: (H, W) every image is padded to (see `padded_size`).
       batch: run this many images (>= len(images)) by repeating the last one,
-        to reuse a compiled batch size (see `batch_sizes`); a predictor's
-        `fixed_batch` overrides it.
+        to reuse a compiled batch size (see `batch_sizes`).
       giv: optional [len(images), D] GIVs.
 
     Returns:
       The restored images, float32 [H, W, 3] in [0, 1], in input order.
     """
     x = np.stack([pad_to(im, *size) for im in images])
-    extra = (predictor.fixed_batch or batch or len(images)) - len(images)
+    extra = (batch or len(images)) - len(images)
     if extra > 0:
         x = np.concatenate([x, np.repeat(x[-1:], extra, axis=0)])
         giv = None if giv is None else np.concatenate([giv, np.repeat(giv[-1:], extra, axis=0)])
@@ -232,13 +227,6 @@ def image_giv(predictor: Predictor, image: np.ndarray, max_pixels: int, bucket: 
     sees it as less noisy: give `max_pixels` as much as the device allows.
     """
     h, w = image.shape[:2]
-    if predictor.fixed_size:  # downscaled to fit, padded to the one size it takes
-        s = predictor.fixed_size
-        scale = min(1.0, s / max(h, w))
-        sh, sw = min(s, max(1, round(h * scale))), min(s, max(1, round(w * scale)))
-        small = image if (sh, sw) == (h, w) else _resize(image, sh, sw)
-        x = np.repeat(pad_to(small, s, s)[None], predictor.fixed_batch, axis=0)
-        return predictor.giv(x)[:1]
     scale = 1.0
     while True:
         sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
@@ -284,8 +272,7 @@ def restore_tiled(
     Args:
       predictor: the model.
       image: float32 [H, W, 3] in [0, 1], any size.
-      tile: tile side in px, a multiple of 8 and >= `predictor.min_size`
-        (a predictor's `fixed_size` overrides it).
+      tile: tile side in px, a multiple of 8 and >= `predictor.min_size`.
       overlap: overlap of neighbouring tiles in px, < tile.
       max_pixels: pixels per model call: bounds the tiles run together and the
         size the GIV is computed at (see `image_giv`).
@@ -294,7 +281,6 @@ def restore_tiled(
     Returns:
       The restored image, float32 [H, W, 3] in [0, 1].
     """
-    tile = predictor.fixed_size or tile
     check_tiling(tile, overlap, predictor.min_size, predictor.multiple)
     h, w = image.shape[:2]
     giv = image_giv(predictor, image, max_pixels, bucket) if predictor.has_giv else None
@@ -307,7 +293,7 @@ def restore_tiled(
     window = blend_window(tile, overlap)[..., None]
     total = np.zeros((ph, pw, 3), np.float32)
     weight = np.zeros((ph, pw, 1), np.float32)
-    per_call = predictor.fixed_batch or max(1, min(len(corners), max_pixels // (tile * tile)))
+    per_call = max(1, min(len(corners), max_pixels // (tile * tile)))
     start = 0
     for count, run in batch_sizes(len(corners), per_call):
         batch = corners[start : start + count]
@@ -351,15 +337,8 @@ def restore_image(
     The whole image is restored at once (padded, then cropped back) when its
     padded size fits `max_pixels` and no `tile` is given; otherwise in tiles
     of `tile` px (default: the largest that fits `max_pixels`) sharing one GIV.
-    An ONNX artifact of `fixed_size` S takes images up to S px padded to S,
-    and larger ones in tiles of S px.
     """
     predictor = as_predictor(model_or_predictor)
-    if predictor.fixed_size:
-        s = predictor.fixed_size
-        if tile is None and max(image.shape[:2]) <= s:
-            return restore_batch(predictor, [image], (s, s))[0]
-        return restore_tiled(predictor, image, tile=s, overlap=overlap, max_pixels=max_pixels)
     size = padded_size(
         *image.shape[:2], min_size=predictor.min_size, bucket=bucket, multiple=predictor.multiple
     )

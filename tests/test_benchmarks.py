@@ -137,18 +137,22 @@ def test_export_benchmark_prints_rows_and_ratios(tmp_path):
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert rows[:2] == [{"wrote": "tiny.jaxexport"}, {"wrote": "tiny_64.onnx"}]
-    assert [(r["runtime"], r["size"]) for r in rows[2:5]] == [
+    assert [r["wrote"] for r in rows[:2]] == ["tiny.jaxexport", "tiny.onnx"]
+    graph = rows[2]
+    assert graph["onnx"] == "tiny.onnx" and graph["Conv"] > 0 and "Slice" not in graph
+    assert graph["nodes"] == sum(v for k, v in graph.items() if k not in ("onnx", "nodes"))
+    assert [(r["runtime"], r["size"]) for r in rows[3:6]] == [
         ("jax", 64),
         ("jaxexport", 64),
         ("onnxruntime", 64),
     ]
-    by = {r["runtime"]: r["s"] for r in rows[2:5]}
-    assert rows[5] == {
+    by = {r["runtime"]: r["s"] for r in rows[3:6]}
+    assert rows[6] == {
         "ratio": True,
+        "model": "tiny",
         "size": 64,
         "onnxruntime_over_jax": round(by["onnxruntime"] / by["jax"], 3),
         "jaxexport_over_jax": round(by["jaxexport"] / by["jax"], 3),
     }
-    assert set(rows[6]) == {"jax", "onnxruntime", "cpus"}
-    assert sorted(os.listdir(tmp_path)) == ["tiny.jaxexport", "tiny_64.onnx"]  # kept
+    assert set(rows[7]) == {"jax", "onnxruntime", "cpus"}
+    assert sorted(os.listdir(tmp_path)) == ["tiny.jaxexport", "tiny.onnx"]  # kept

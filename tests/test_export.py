@@ -1,22 +1,27 @@
 """Standalone artifacts (python -m hair_jax.export): equal to the model without its code."""
 
+import collections
+import json
 import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import onnx
+import png
 import pytest
 import skimage.data
 from flax import nnx
 
 from hair_jax import export, inference, restore
 from hair_jax.evaluation import giv, protocol
-from hair_jax.io import artifacts, images
+from hair_jax.io import artifacts, images, onnx_convert
 from hair_jax.io.model_export import save_model
-from hair_jax.nn import models
+from hair_jax.nn import layers, models
 
 # dac_groups 4: three of the DAC's 12 channels per group, so 32 px images give varied GIVs.
 TINY = dict(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, dac_groups=4)
@@ -62,16 +67,21 @@ path, inputs, outputs = sys.argv[1:]
 session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
 names = [o.name for o in session.get_outputs()]
 results = {}
+batch = session.get_inputs()[0].shape[0]  # 1, or a name: any
 with np.load(inputs) as data:
     for key in data.files:
         x = data[key]
-        feed = {"image": x}
-        if len(session.get_inputs()) > 1:
-            d = session.get_inputs()[1].shape[1]
-            feed["given_giv"] = np.zeros((x.shape[0], d), np.float32)
-            feed["use_given_giv"] = np.zeros((x.shape[0], 1), np.float32)
-        for name, value in zip(names, session.run(names, feed)):
-            results[key + "/" + name] = value
+        runs = []
+        for part in [x[i : i + 1] for i in range(len(x))] if batch == 1 else [x]:
+            feed = {"image": part}
+            if len(session.get_inputs()) > 1:
+                d = session.get_inputs()[1].shape[1]
+                feed["given_giv"] = np.zeros((len(part), d), np.float32)
+                feed["use_given_giv"] = np.zeros((len(part), 1), np.float32)
+            runs.append(dict(zip(names, session.run(names, feed))))
+        for name in names:  # selectors are [blocks, B, boxes]
+            axis = 1 if name.startswith("selectors/") else 0
+            results[key + "/" + name] = np.concatenate([r[name] for r in runs], axis=axis)
 assert not [m for m in sys.modules if m.split(".")[0] in ("hair_jax", "flax", "jax")]
 np.savez(outputs, **results)
 """
@@ -179,54 +189,111 @@ def protocol_image(degraded):
 
 
 @pytest.mark.parametrize("arch", ["res_hair", "restormer"])
-def test_onnx_artifact_equals_the_model_in_onnxruntime(tmp_path, arch):
+def test_onnx_artifact_equals_the_model_at_any_size(tmp_path, arch):
     pytest.importorskip(
         "jax2onnx", reason="docs/deployment.md: pip install --no-deps jax2onnx==0.17.1"
     )
     model = _model(arch)
     predictor = inference.Predictor(model)
-    for batch, size in ((2, 64), (1, 96)):
-        path = tmp_path / f"{arch}_{batch}x{size}.onnx"
-        assert export.export(model, str(path), fmt="onnx", batch=batch, size=size) <= 1e-4
-        x = _photos(batch, size, size, seed=size)
-        out, _ = _consume(tmp_path, ONNX_CONSUMER, path, {"x": x})
-        _close(out["x/restored"], predictor.restore(x), 1e-4)
+    path = tmp_path / f"{arch}.onnx"
+    assert export.export(model, str(path), fmt="onnx") <= 2e-4  # verified on 2 x 64 x 72
+    # In onnxruntime alone, at sizes and batches the export never saw.
+    inputs = {"a": _photos(1, 64, 96), "b": _photos(3, 104, 64, seed=1)}
+    out, _ = _consume(tmp_path, ONNX_CONSUMER, path, inputs)
+    for key, x in inputs.items():
+        _close(out[f"{key}/restored"], predictor.restore(x), 2e-4)
         if arch == "res_hair":
             g = predictor.giv(x)
-            _close(out["x/giv"], g, 1e-4)
+            _close(out[f"{key}/giv"], g, 2e-4)
             for level, s in predictor.selectors(g).items():
-                _close(out[f"x/selectors/{level}"], s, 1e-4)
+                _close(out[f"{key}/selectors/{level}"], s, 2e-4)
         else:
-            assert list(out) == ["x/restored"]
+            assert [k for k in out if k.startswith(key)] == [f"{key}/restored"]
 
-    # An image larger than the graph: tiles of its size sharing one GIV, as
-    # the same code path gives with the model.
+    # The graph: symbolic height and width; per-image kernels as Conv nodes.
+    graph = onnx.load(str(path)).graph
+    image = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert image == [1 if arch == "res_hair" else "b", "8*h", "8*w", 3]
+    ops = collections.Counter(node.op_type for node in graph.node)
+    assert ops["Slice"] == 0 and ops["Conv"] >= 9 * (2 if arch == "res_hair" else 1)
+
+    # Through hair_jax: any batch (a batch-1 graph runs image by image), a GIV given.
     artifact = artifacts.read_artifact(path)
-    assert (artifact.fixed_batch, artifact.fixed_size) == (1, 96)
-    twin = inference.Predictor(model)
-    twin.fixed_batch, twin.fixed_size = 1, 96
-    photo = _photos(1, 150, 120, seed=4)[0]
-    _close(inference.restore_image(artifact, photo), inference.restore_image(twin, photo), 1e-4)
-    if arch == "res_hair":  # eval.py --giv_plot: each image's GIV at the graph's size
+    x = _photos(2, 64, 72, seed=2)
+    _close(artifact.restore(x), predictor.restore(x), 2e-4)
+    if arch == "res_hair":
+        donor = np.roll(np.asarray(predictor.giv(x)), 1, axis=0)
+        _close(artifact.restore(x, donor), predictor.restore(x, donor), 2e-4)
         probes = [giv.Probe(_photos(1, h, 80, seed=h)[0], "denoise_25", 20.0) for h in (64, 120)]
-        ours, theirs = giv.collect(artifact, probes), giv.collect(twin, probes)
-        _close(ours.givs, theirs.givs, 1e-4)
-        assert ours.selectors.keys() == theirs.selectors.keys()
-        for level in ours.selectors:
-            _close(ours.selectors[level], theirs.selectors[level], 1e-4)
-    with pytest.raises(ValueError, match=r"takes images of shape \(1, 96, 96, 3\), got"):
-        artifact.restore(np.zeros((2, 96, 96, 3), np.float32))
+        ours, theirs = giv.collect(artifact, probes), giv.collect(predictor, probes)
+        _close(ours.givs, theirs.givs, 2e-4)
+        for level in theirs.selectors:
+            _close(ours.selectors[level], theirs.selectors[level], 2e-4)
+    with pytest.raises(ValueError, match="H and W multiples of 8"):
+        artifact.restore(np.zeros((1, 64, 60, 3), np.float32))
 
-    # The guide's onnxruntime example restores a PNG as the model does.
+    # hair-restore on an odd-sized 16-bit PNG (padded to the model's
+    # multiple) and the eval protocol give what the model gives.
+    pixels = np.round(_photos(1, 83, 101, seed=3)[0] * 65535).astype(np.uint16)
+    with open(tmp_path / "deep.png", "wb") as f:
+        png.Writer(101, 83, greyscale=False, bitdepth=16).write(f, pixels.reshape(83, -1))
+    save_model(model, tmp_path / "weights")
+    for checkpoint, out_dir in ((path, "from_artifact"), (tmp_path / "weights", "from_model")):
+        argv = [str(tmp_path / "deep.png"), "--checkpoint", str(checkpoint)]
+        assert restore.main([*argv, "--output", str(tmp_path / out_dir), "--quiet"]) == 0
+    a, b = (
+        images.read_image(str(tmp_path / d / "deep.png")) for d in ("from_artifact", "from_model")
+    )
+    assert a.bits == b.bits == 16 and a.pixels.shape == (83, 101, 3)
+    assert np.abs(a.pixels - b.pixels).max() <= 2e-4
+    sets = {"noisy": [protocol_image(_photos(1, 72, 88, seed=4)[0])]}
+    ours, theirs = (protocol.evaluate_sets(p, sets)[0] for p in (artifact, predictor))
+    assert ours.restored_psnr == pytest.approx(theirs.restored_psnr, abs=1e-3)
+
+    # The guide's onnxruntime example restores a PNG of any size as the model does.
     guide = (Path(__file__).parent.parent / "docs" / "deployment.md").read_text()
     snippet = guide.split("Restore a PNG with onnxruntime")[1].split("```python")[1].split("```")[0]
     os.replace(path, tmp_path / "res_hair.onnx")
-    images.save_png(str(tmp_path / "noisy.png"), _photos(1, 80, 90, seed=5)[0])
+    images.save_png(str(tmp_path / "noisy.png"), _photos(1, 77, 90, seed=5)[0])
     noisy = images.read_image(str(tmp_path / "noisy.png")).pixels
     _consume(tmp_path, snippet, "unused", {})
-    want = inference.restore_batch(predictor, [noisy], (96, 96))[0]
+    want = inference.restore_image(predictor, noisy)
     got = images.read_image(str(tmp_path / "restored.png")).pixels
-    assert got.shape == (80, 90, 3) and np.abs(got - want).max() <= 1 / 255 + 1e-6
+    assert got.shape == (77, 90, 3) and np.abs(got - want).max() <= 1 / 255 + 1e-6
+
+
+def test_fixed_size_onnx_of_an_older_hair_jax_is_refused_in_one_line(tmp_path):
+    pytest.importorskip(
+        "jax2onnx", reason="docs/deployment.md: pip install --no-deps jax2onnx==0.17.1"
+    )
+    proto = onnx.ModelProto.FromString(export.export_onnx(_model("restormer")))
+    manifest = json.loads(proto.metadata_props[0].value)
+    proto.metadata_props[0].value = json.dumps({**manifest, "batch": 1, "size": 96})
+    old = tmp_path / "old.onnx"
+    old.write_bytes(proto.SerializeToString())
+    with pytest.raises(artifacts.ArtifactError) as e:
+        artifacts.read_artifact(old)
+    assert str(e.value) == (
+        f"{old}: an ONNX artifact of one fixed size (96 px) from an older hair_jax; "
+        "export it again (any size now)"
+    )
+
+
+def test_onnx_sizes_that_are_multiples_convert_and_run_at_any_size():
+    """The jax2onnx fix of `onnx_convert`: an inner size h/2 of an input dim 8*h."""
+    jax2onnx = pytest.importorskip(
+        "jax2onnx", reason="docs/deployment.md: pip install --no-deps jax2onnx==0.17.1"
+    )
+    ort = pytest.importorskip("onnxruntime")
+    fn = lambda x: layers.pixel_unshuffle(x, 2) * 2.0  # [b, 4h, 4w, 12]: needs h itself
+    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape("b, 8*h, 8*w, 3"), jnp.float32)
+    with pytest.raises(ValueError, match="No symbolic dim origin registered for"):
+        jax2onnx.to_onnx(fn, [spec])  # still needed: jax2onnx alone cannot
+    session = ort.InferenceSession(onnx_convert.to_onnx(fn, [spec]).SerializeToString())
+    for shape in ((1, 8, 16, 3), (3, 24, 8, 3)):
+        x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+        (got,) = session.run(None, {session.get_inputs()[0].name: x})
+        np.testing.assert_array_equal(got, fn(jnp.asarray(x)))
 
 
 def test_damaged_artifacts_are_one_line_and_exit_2(tmp_path, capsys):
@@ -271,8 +338,6 @@ def test_damaged_artifacts_are_one_line_and_exit_2(tmp_path, capsys):
     [
         (["model.zip"], "OUT must end in .jaxexport, .onnx, .safetensors, got model.zip"),
         (["m.onnx", "--format", "jax"], "--format jax writes *.jaxexport, not m.onnx"),
-        (["m.onnx", "--size", "60"], "--size must be a multiple of 8 and >= 32, got 60"),
-        (["m.onnx", "--batch", "0"], "--batch must be >= 1"),
     ],
 )
 def test_export_flags_are_checked_in_one_line(tmp_path, capsys, argv, message):
@@ -306,14 +371,18 @@ def test_export_command_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert "is a standalone artifact already" in capsys.readouterr().err
 
 
-def test_naf_hair_exports_to_onnx(tmp_path):
+@pytest.mark.parametrize("variant", ["nafnet_tiny", "naf_hair_tiny"])
+def test_naf_models_export_to_onnx_at_any_size(tmp_path, variant):
     pytest.importorskip(
         "jax2onnx", reason="docs/deployment.md: pip install --no-deps jax2onnx==0.17.1"
     )
-    model = models.build_model("naf_hair_tiny")
-    path = str(tmp_path / "naf_hair.onnx")
-    assert export.export(model, path, fmt="onnx", batch=1, size=64) <= 1e-4  # checked in ORT
-    assert artifacts.read_artifact(path).level_names == model.level_names
+    model = models.build_model(variant)
+    path = str(tmp_path / f"{variant}.onnx")
+    assert export.export(model, path, fmt="onnx") <= 2e-4  # checked in onnxruntime
+    artifact = artifacts.read_artifact(path)
+    assert (artifact.multiple, artifact.level_names) == (16, model.level_names)
+    image = _photos(1, 70, 93, seed=6)[0]  # padded to 80 x 96 (NAF-HAIR: its GIV at >= 64)
+    _close(inference.restore_image(artifact, image), inference.restore_image(model, image), 2e-4)
 
 
 @pytest.mark.parametrize("variant", ["nafnet_tiny", "naf_hair_tiny"])

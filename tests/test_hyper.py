@@ -59,6 +59,22 @@ def test_per_image_weights_equal_python_loop(name):
     assert not np.allclose(got[0], block(x[:1].repeat(3, 0), weights)[1], atol=1e-3)
 
 
+def test_per_image_loop_equals_vmap_and_keeps_plain_convs():
+    make = lambda r: restormer.TransformerBlock(8, 2, 2.66, impl="onnx", rngs=r)
+    bank = hyper.WeightBank(make, 3, KERNELS, rngs=nnx.Rngs(0))
+    block = make(nnx.Rngs(1))
+    vmapped = hyper.DynamicBlock(block, KERNELS)
+    looped = hyper.DynamicBlock(block, KERNELS, per_image="loop")
+    x, weights = _x((3, 8, 8, 8)), bank.mix(_selector(3, 3))
+    np.testing.assert_allclose(looped(x, weights), vmapped(x, weights), atol=2e-5)
+    # At batch 1 the per-image depthwise convs are ordinary depthwise convs
+    # (groups = channels), not the batch folded into the groups by vmap.
+    jaxpr = str(jax.make_jaxpr(lambda x, w: looped(x, w))(x[:1], bank.mix(_selector(1, 3))))
+    assert jaxpr.count("feature_group_count=24") == 1  # MDTA's qkv, 3 x 8 channels
+    with pytest.raises(ValueError, match="per_image must be one of"):
+        hyper.DynamicBlock(block, KERNELS, per_image="map")
+
+
 @pytest.mark.parametrize(
     "impl,k,groups",
     [("lax", 3, 1), ("fast", 1, 1), ("fast", 3, 6), ("fast_rows", 3, 6), ("lax", 3, 6)],

@@ -21,8 +21,13 @@ def _x(shape, seed=0):
 def test_conv_fast_paths_equal_lax(cin, cout, k, groups):
     auto = layers.Conv2d(cin, cout, k, groups=groups, use_bias=True, rngs=nnx.Rngs(0))
     lax = layers.Conv2d(cin, cout, k, groups=groups, use_bias=True, impl="lax", rngs=nnx.Rngs(0))
+    onnx = layers.Conv2d(cin, cout, k, groups=groups, use_bias=True, impl="onnx", rngs=nnx.Rngs(0))
     x = _x((2, 10, 12, cin))
     np.testing.assert_allclose(auto(x), lax(x), atol=1e-5)
+    np.testing.assert_allclose(onnx(x), lax(x), atol=1e-5)
+    # The ONNX form: only 1x1 convs leave lax.conv (for a matmul).
+    conv_ops = str(jax.make_jaxpr(onnx)(x)).count("conv_general_dilated")
+    assert conv_ops == (0 if k == 1 else 1)
 
 
 def test_conv_matches_direct_sum():

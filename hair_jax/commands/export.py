@@ -1,18 +1,20 @@
 """Writes a standalone artifact: a model's program and weights, runnable without hair_jax.
 
-    python -m hair_jax.export CHECKPOINT OUT.jaxexport            # jax.export, cpu/cuda/tpu
-    python -m hair_jax.export CHECKPOINT OUT.onnx --size 256      # ONNX, fixed shape
-    python -m hair_jax.export CHECKPOINT OUT.safetensors          # weights only, for PyTorch
-    hair-export ...                                                # the same, console script
+    python -m hair_jax.export CHECKPOINT OUT.jaxexport     # jax.export, cpu/cuda/tpu
+    python -m hair_jax.export CHECKPOINT OUT.onnx          # ONNX, opset 23
+    python -m hair_jax.export CHECKPOINT OUT.safetensors   # weights only, for PyTorch
+    hair-export ...                                         # the same, console script
 
 CHECKPOINT is anything eval.py takes (a training workdir, a model export,
 the authors' .ckpt). The format follows OUT's suffix (or `--format`); what
-the files hold is in `hair_jax.io.artifacts`. The programs run the model
-with its exact forward forms (`conv_impl="fast"`: the per-image 1x1 and
-depthwise convolutions as matmuls and shifted multiply-adds, which need no
-batch-dependent `feature_group_count`, so the batch can stay symbolic), and
-before anything is written the artifact is run once on random images and
-compared with the model (`--no_verify` skips this).
+the files hold is in `hair_jax.io.artifacts`. Both take images of any
+height and width the model takes (symbolic sizes). The programs run the
+model with exact forward forms: for jax.export `conv_impl="fast"` (the
+per-image 1x1 and depthwise convolutions as matmuls and shifted
+multiply-adds, which need no batch-dependent `feature_group_count`, so the
+batch stays symbolic too), for ONNX `conv_impl="onnx"` (see
+`export_onnx`). Before anything is written the artifact is run once on
+random images and compared with the model (`--no_verify` skips this).
 
 `.safetensors` holds the weights alone, in the reference PyTorch code's
 names and layouts where it has them (`hair_jax.io.safetensors_file`); before
@@ -30,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
-import logging
 import os
 import sys
 import tempfile
@@ -43,7 +44,7 @@ from flax import nnx
 
 from hair_jax import inference, loading
 from hair_jax.commands import common
-from hair_jax.io import artifacts, safetensors_file
+from hair_jax.io import artifacts, onnx_convert, safetensors_file
 from hair_jax.io.files import error_line, write_atomic
 from hair_jax.io.torch_pickle import CheckpointError
 from hair_jax.nn import models
@@ -58,13 +59,14 @@ class ExportFailed(ValueError):
     """The model could not be exported, or the artifact differs from it."""
 
 
-def inference_model(model: nnx.Module) -> nnx.Module:
+def inference_model(model: nnx.Module, conv_impl: str = "fast") -> nnx.Module:
     """`model` with its weights, built with the forward-only forms an artifact runs.
 
-    The fast conv forms are exact (`hair_jax.nn.layers`); remat and scan only
-    change how training differentiates and compiles, so they are left out.
+    The conv forms are exact (`hair_jax.nn.layers`): "fast" for jax.export,
+    "onnx" for ONNX; remat and scan only change how training differentiates
+    and compiles, so they are left out.
     """
-    forward_only = {"conv_impl": "fast", "remat": "none", "scan_blocks": False}
+    forward_only = {"conv_impl": conv_impl, "remat": "none", "scan_blocks": False}
     names = {f.name for f in dataclasses.fields(model.config)}
     cfg = dataclasses.replace(model.config, **{k: v for k, v in forward_only.items() if k in names})
     return nnx.merge(nnx.graphdef(models.abstract_model(cfg)), nnx.state(model))
@@ -101,14 +103,9 @@ def export_jax(model: nnx.Module, *, platforms=PLATFORMS) -> bytes:
     model = inference_model(model)
     graphdef, state = nnx.split(model)
     leaves, treedef = jax.tree.flatten(state)
-    m = manifest.multiple
-    low = -(-manifest.min_size // m)
-    b, h, w = jax.export.symbolic_shape(
-        f"b, {m}*h, {m}*w",
-        constraints=(f"h >= {low}", f"w >= {low}"),
-    )
-    x_spec = jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32)
-    g_spec = jax.ShapeDtypeStruct((b, manifest.giv_dim), jnp.float32)
+    images = _symbolic_images(manifest, "b")
+    x_spec = jax.ShapeDtypeStruct(images, jnp.float32)
+    g_spec = jax.ShapeDtypeStruct((images[0], manifest.giv_dim), jnp.float32)
     # Every symbol must occur in a program's arguments: `selectors` has its own batch.
     g_alone = jax.ShapeDtypeStruct((*jax.export.symbolic_shape("b"), manifest.giv_dim), jnp.float32)
     weight_specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
@@ -136,20 +133,39 @@ def export_jax(model: nnx.Module, *, platforms=PLATFORMS) -> bytes:
     return buffer.getvalue()
 
 
-def export_onnx(model: nnx.Module, *, batch: int, size: int) -> bytes:
-    """The `.onnx` file's bytes: one graph for images [batch, size, size, 3]."""
-    logging.getLogger("jax2onnx").setLevel(logging.ERROR)  # plugins of absent libraries
+def _symbolic_images(manifest: artifacts.Manifest, batch: int | str) -> tuple:
+    """The image shape (batch, m*h, m*w, 3), h and w symbolic and at least `min_size` / m."""
+    m = manifest.multiple
+    low = -(-manifest.min_size // m)
+    return jax.export.symbolic_shape(
+        f"{batch}, {m}*h, {m}*w, 3", constraints=(f"h >= {low}", f"w >= {low}")
+    )
+
+
+def export_onnx(model: nnx.Module) -> bytes:
+    """The `.onnx` file's bytes: one graph for images of any size the model takes.
+
+    Height and width are symbolic (multiples of the model's `multiple`, at
+    least its `min_size`). The graph runs the model's ONNX form
+    (`conv_impl="onnx"`: its convolutions as ONNX `Conv` nodes, 1x1 ones as
+    matmuls). A model with per-image weights (a GIV) computes each image's
+    kernels and runs them as an ordinary `Conv`, whose group count ONNX
+    fixes in the graph, so its batch is 1 (`OnnxArtifact` runs a batch image
+    by image); the others take any batch.
+    """
     try:
-        import jax2onnx  # optional: see the module docstring
+        import jax2onnx  # noqa: F401 - optional: see the module docstring
     except ImportError:
         raise ExportFailed(
             "ONNX export needs jax2onnx: pip install 'hair-jax[onnx]' && "
             "pip install --no-deps jax2onnx==0.17.1"
         ) from None
-    manifest = manifest_of(model, batch=batch, size=size)
-    model = inference_model(model)
+    batch = 1 if model.has_giv else None
+    manifest = manifest_of(model, batch=batch)
+    model = inference_model(model, conv_impl="onnx")
     clip = lambda y: jnp.clip(y, 0.0, 1.0)
-    inputs, names = [(batch, size, size, 3)], ["image"]
+    images = _symbolic_images(manifest, batch or "b")
+    inputs, names = [jax.ShapeDtypeStruct(images, jnp.float32)], ["image"]
     outputs = ["restored"]
     if manifest.has_giv:
 
@@ -158,13 +174,16 @@ def export_onnx(model: nnx.Module, *, batch: int, size: int) -> bytes:
             sel = model.selectors(g)
             return (clip(model(image, giv=g)), g, *(sel[k] for k in manifest.levels))
 
-        inputs += [(batch, manifest.giv_dim), (batch, 1)]
+        inputs += [
+            jax.ShapeDtypeStruct((batch, manifest.giv_dim), jnp.float32),
+            jax.ShapeDtypeStruct((batch, 1), jnp.float32),
+        ]
         names += ["given_giv", "use_given_giv"]
         outputs += ["giv", *(f"selectors/{k}" for k in manifest.levels)]
     else:
         fn = lambda image: clip(model(image))
     try:
-        proto = jax2onnx.to_onnx(
+        proto = onnx_convert.to_onnx(
             fn,
             inputs,
             opset=ONNX_OPSET,
@@ -188,12 +207,9 @@ def verify(model: nnx.Module, path: str, *, seed: int = 0) -> float:
     """
     artifact = artifacts.read_artifact(path)
     rng = np.random.default_rng(seed)
-    if artifact.fixed_size:
-        shape = (artifact.fixed_batch, artifact.fixed_size, artifact.fixed_size, 3)
-    else:
-        m = artifact.multiple
-        side = -(-max(artifact.min_size, 32) // m) * m
-        shape = (2, side, side + m, 3)
+    m = artifact.multiple
+    side = -(-max(artifact.min_size, 32) // m) * m
+    shape = (2, side, side + m, 3)
     x = rng.uniform(0, 1, shape).astype(np.float32)
     reference = inference.Predictor(model)
     diffs = [
@@ -242,16 +258,14 @@ def verify_weights(model: nnx.Module, path: str, *, seed: int = 0) -> float:
     return worst
 
 
-def export(
-    model: nnx.Module, out: str, *, fmt: str, batch: int = 1, size: int = 256, check: bool = True
-) -> float | None:
+def export(model: nnx.Module, out: str, *, fmt: str, check: bool = True) -> float | None:
     """Writes `model` as `out` (atomically) in format `fmt`; returns the verified error."""
     if fmt == "safetensors":
         data, check_file = safetensors_file.to_bytes(model), verify_weights
     elif fmt == "jax":
         data, check_file = export_jax(model), verify
     else:
-        data, check_file = export_onnx(model, batch=batch, size=size), verify
+        data, check_file = export_onnx(model), verify
     directory = os.path.dirname(os.path.abspath(out))
     with tempfile.TemporaryDirectory(dir=directory, prefix=".export-") as tmp:
         trial = os.path.join(tmp, os.path.basename(out))
@@ -277,8 +291,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     }
     parser.add_argument("out", help=f"the file: *{', *'.join(suffix.values())}")
     parser.add_argument("--format", choices=tuple(suffix), help="default: from OUT's suffix")
-    parser.add_argument("--size", type=int, default=256, help="ONNX: image height and width (px)")
-    parser.add_argument("--batch", type=int, default=1, help="ONNX: images per call")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     parser.add_argument("--no_verify", action="store_true", help="skip the check against the model")
     args = parser.parse_args(argv)
@@ -288,12 +300,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.format and args.format != by_suffix:
         parser.error(f"--format {args.format} writes *{suffix[args.format]}, not {args.out}")
     args.format = by_suffix
-    if args.batch < 1:
-        parser.error("--batch must be >= 1")
-    if args.size < 32 or args.size % inference.MULTIPLE:
-        parser.error(
-            f"--size must be a multiple of {inference.MULTIPLE} and >= 32, got {args.size}"
-        )
     if os.path.exists(args.out) and not args.overwrite:
         parser.error(f"{args.out} exists; choose another OUT or pass --overwrite")
     return args
@@ -307,21 +313,8 @@ def main(argv=None) -> int:
     try:
         if loaded.kind == loading.ARTIFACT:
             raise ExportFailed(f"{args.checkpoint} is a standalone artifact already")
-        model = loaded.model
-        if args.format == "onnx" and (args.size < model.min_size or args.size % model.multiple):
-            raise ExportFailed(
-                f"--size {args.size}: the model takes multiples of {model.multiple} "
-                f">= {model.min_size}"
-            )
         print(f"Exporting {loaded.describe()} -> {args.out}", flush=True)
-        error = export(
-            loaded.model,
-            args.out,
-            fmt=args.format,
-            batch=args.batch,
-            size=args.size,
-            check=not args.no_verify,
-        )
+        error = export(loaded.model, args.out, fmt=args.format, check=not args.no_verify)
     except (loading.ExportError, CheckpointError, ExportFailed, OSError) as e:
         return common.error(PROG, e)
     checked = "" if error is None else f"; max difference from the model {error:.2g}"

@@ -177,15 +177,11 @@ class Restorer:
             except Exception as e:  # noqa: BLE001 - any decoder error means a bad file
                 self.fail(job.source, _unreadable(job.source, e))
                 continue
-            fixed = self.predictor.fixed_size  # an ONNX artifact's one size
-            if fixed:
-                size, too_big = (fixed, fixed), max(job.size) > fixed
-            else:
-                p = self.predictor
-                size = inference.padded_size(
-                    *job.size, min_size=p.min_size, bucket=o.bucket, multiple=p.multiple
-                )
-                too_big = size[0] * size[1] > o.max_pixels
+            p = self.predictor
+            size = inference.padded_size(
+                *job.size, min_size=p.min_size, bucket=o.bucket, multiple=p.multiple
+            )
+            too_big = size[0] * size[1] > o.max_pixels
             if (o.tile and max(job.size) > o.tile) or (not o.tile and too_big):
                 tiled.append(job)
             else:
@@ -206,7 +202,7 @@ class Restorer:
         return picture
 
     def _run_bucket(self, size, jobs: list[Job]) -> None:
-        per_call = self.predictor.fixed_batch or max(
+        per_call = max(
             1, min(self.options.batch_size, self.options.max_pixels // (size[0] * size[1]))
         )
         for start in range(0, len(jobs), per_call):

@@ -162,8 +162,7 @@ def collect(model, probes: Sequence[Probe], *, batch_size: int = 8) -> GivMap:
 
     `model` may also be a `Predictor` or a standalone artifact. Probes of one
     size run in batches of `batch_size` (the last batch is padded by
-    repeating its first image), so one size compiles once; an ONNX artifact
-    takes each probe at its one size (`inference.image_giv`).
+    repeating its first image), so one size compiles once.
 
     Raises:
       ValueError: the model has no DAC (the Restormer baseline), or no probes.
@@ -175,11 +174,7 @@ def collect(model, probes: Sequence[Probe], *, batch_size: int = 8) -> GivMap:
         )
     if not probes:
         raise ValueError("no images to compute GIVs of")
-    if predictor.fixed_size:  # an ONNX artifact: each probe at its one size
-        givs = [np.asarray(inference.image_giv(predictor, p.image, 0))[0] for p in probes]
-    else:
-        givs = _batched_givs(predictor, probes, batch_size)
-    givs = np.stack(givs)
+    givs = np.stack(_batched_givs(predictor, probes, batch_size))
     selectors = jax.tree.map(np.asarray, predictor.selectors(jnp.asarray(givs)))
     return GivMap(
         givs=givs,

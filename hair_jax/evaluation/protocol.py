@@ -114,8 +114,7 @@ def evaluate_sets(
             image = images[i]
             degraded = crop_to_multiple(np.asarray(image.degraded, np.float32), multiple)
             clean = crop_to_multiple(np.asarray(image.clean, np.float32), multiple)
-            # The whole image at once: a multiple of 16 needs no padding (an
-            # ONNX artifact of one fixed size pads or tiles it, see restore_image).
+            # The whole image at once: a multiple of 16 needs no padding.
             what = "{}x{} images".format(*degraded.shape[:2])
             with inference.first_call(bar, seen, degraded.shape, what):
                 restored = inference.restore_image(predictor, degraded, max_pixels=degraded.size)

@@ -20,17 +20,21 @@ code. `python -m hair_jax.export` writes two kinds:
     `giv.bin`        f(weights, images) -> GIV [B, D];
     `restore_giv.bin` f(weights, images, giv [B, D]) -> restored with that GIV;
     `selectors.bin`  f(weights, giv) -> {level: HSN softmax [blocks, B, boxes]}.
-* `.onnx`: one ONNX graph at a fixed batch and square size (jax2onnx does not
-  convert symbolic sizes). Inputs `image` [B, S, S, 3] and, with a GIV,
-  `given_giv` [B, D] and `use_given_giv` [B, 1] (1: restore with the given
-  GIV, 0: with the image's own); outputs `restored`, `giv` (the one used)
-  and one `selectors/<level>` per hyper level. The manifest is the model's
+* `.onnx`: one ONNX graph (opset 23, written with jax2onnx) whose height and
+  width are symbolic, as in `.jaxexport` (the input's dims read "8*h",
+  "8*w"). Its batch is any for models without a GIV and 1 for those with
+  one (their per-image kernels are `Conv` nodes, whose group count ONNX
+  fixes); `OnnxArtifact` runs a larger batch image by image. Inputs
+  `image` [B, H, W, 3] and, with a GIV, `given_giv` [B, D] and
+  `use_given_giv` [B, 1] (1: restore with the given GIV, 0: with the
+  image's own); outputs `restored`, `giv` (the one used) and one
+  `selectors/<level>` per hyper level. The manifest is the model's
   `hair_jax` metadata entry.
 
 `read_artifact` opens either as a predictor with the interface of
 `hair_jax.inference.Predictor` (`hair_jax.nn.registry.Restorer`: `restore`,
 `giv`, `selectors`, `has_giv`, `level_names`, `min_size`, `multiple`,
-`traces`), plus `fixed_batch` and `fixed_size` for ONNX.
+`traces`), for any batch and size either way.
 Artifacts are programs: load only those you trust, as with any model file.
 """
 
@@ -74,7 +78,9 @@ class Manifest:
       giv_dim: D, the GIV's length (0 without a GIV).
       levels: the hyper levels, input to output (selector names).
       platforms: what the programs were lowered for (`.jaxexport`).
-      batch, size: the fixed batch and square size (`.onnx`), else None.
+      batch: the `.onnx` graph's fixed batch (1 with a GIV), else None (any).
+      size: the fixed square size of an `.onnx` from an older hair_jax
+        (no longer read), else None.
       jax_version: the jax that exported it.
     """
 
@@ -143,9 +149,6 @@ def read_artifact(path: str | os.PathLike) -> JaxArtifact | OnnxArtifact:
 class _Artifact:
     """What both kinds share: the manifest and the input checks."""
 
-    fixed_batch: int | None = None
-    fixed_size: int | None = None
-
     def __init__(self, path: str, manifest: Manifest):
         self.path, self.manifest = path, manifest
         self.has_giv, self.level_names = manifest.has_giv, manifest.levels
@@ -154,17 +157,11 @@ class _Artifact:
 
     def describe(self) -> str:
         kind = "JAX" if isinstance(self, JaxArtifact) else "ONNX"
-        shape = f", batch {self.fixed_batch}, {self.fixed_size} px" if self.fixed_size else ""
-        return f"{self.path} ({kind} standalone artifact, {self.manifest.model['arch']}{shape})"
+        return f"{self.path} ({kind} standalone artifact, {self.manifest.model['arch']})"
 
     def check_images(self, x) -> None:
         """ValueError in one line unless `x` is a batch of images this artifact takes."""
         shape = tuple(np.shape(x))
-        if self.fixed_size is not None:
-            want = (self.fixed_batch, self.fixed_size, self.fixed_size, 3)
-            if shape != want:
-                raise ValueError(f"{self.path} takes images of shape {want}, got {shape}")
-            return
         if (
             len(shape) != 4
             or shape[-1] != 3
@@ -268,43 +265,59 @@ class OnnxArtifact(_Artifact):
         if ONNX_METADATA_KEY not in meta:
             raise ArtifactError(f"{path}: an ONNX model without hair_jax metadata")
         manifest = Manifest.from_json(meta[ONNX_METADATA_KEY], path)
+        if manifest.size is not None:
+            raise ArtifactError(
+                f"{path}: an ONNX artifact of one fixed size ({manifest.size} px) from an older "
+                "hair_jax; export it again (any size now)"
+            )
         super().__init__(path, manifest)
-        self.fixed_batch, self.fixed_size = manifest.batch, manifest.size
         self._session = session
         self._outputs = [o.name for o in session.get_outputs()]
 
     def _run(self, x, giv=None) -> dict[str, np.ndarray]:
-        feed = {"image": np.asarray(x, np.float32)}
+        """Every output for images x [B, H, W, 3] (and GIVs [B, D]); a batch-1 graph per image."""
+        x = np.asarray(x, np.float32)
+        if self.manifest.batch == 1 and len(x) > 1:
+            runs = [
+                self._run(x[i : i + 1], None if giv is None else giv[i : i + 1])
+                for i in range(len(x))
+            ]
+            # Selectors are [num_blocks, B, num_box]: their batch is axis 1.
+            return {
+                k: np.concatenate([r[k] for r in runs], axis=1 if k.startswith("selectors/") else 0)
+                for k in runs[0]
+            }
+        feed = {"image": x}
         if self.has_giv:
-            b = self.fixed_batch
-            use = np.zeros((b, 1), np.float32) if giv is None else np.ones((b, 1), np.float32)
+            b = len(x)
             feed["given_giv"] = (
                 np.zeros((b, self.manifest.giv_dim), np.float32)
                 if giv is None
                 else np.asarray(giv, np.float32)
             )
-            feed["use_given_giv"] = use
+            feed["use_given_giv"] = np.full((b, 1), 0.0 if giv is None else 1.0, np.float32)
         return dict(zip(self._outputs, self._session.run(self._outputs, feed)))
 
     def restore(self, x, giv=None):
+        """Restored images [B, H, W, 3] clipped to [0, 1]; `giv` [B, D] optional."""
         self.check_images(x)
         if giv is not None:
-            self._check_giv(giv, self.fixed_batch)
+            self._check_giv(giv, np.shape(x)[0])
         return self._run(x, giv)["restored"]
 
     def giv(self, x):
+        """The GIV [B, D] of images x [B, H, W, 3]."""
         self.check_images(x)
         self._check_giv()
         return self._run(x)["giv"]
 
     def selectors(self, giv):
+        """Each hyper level's HSN softmax [num_blocks, B, num_box] for `giv` [B, D].
+
+        The graph computes them beside a restoration: this runs it on blank
+        images of the smallest size with the GIVs given.
+        """
         self._check_giv(giv, np.shape(giv)[0])
-        out, b = {}, self.fixed_batch
-        for start in range(0, len(giv), b):
-            chunk = np.asarray(giv[start : start + b], np.float32)
-            pad = np.concatenate([chunk, np.repeat(chunk[-1:], b - len(chunk), 0)])
-            shape = (b, self.fixed_size, self.fixed_size, 3)
-            run = self._run(np.zeros(shape, np.float32), pad)
-            for level in self.manifest.levels:
-                out.setdefault(level, []).append(run[f"selectors/{level}"][:, : len(chunk)])
-        return {k: np.concatenate(v, axis=1) for k, v in out.items()}
+        s = -(-self.min_size // self.multiple) * self.multiple
+        run = self._run(np.zeros((len(giv), s, s, 3), np.float32), np.asarray(giv, np.float32))
+        return {level: run[f"selectors/{level}"] for level in self.manifest.levels}

@@ -164,16 +164,41 @@ class WeightBank(nnx.Module):
         return jax.tree.map(mix_one, self.weights)
 
 
-class DynamicBlock(nnx.Module):
-    """A block whose dynamic parameters are supplied per image at call time."""
+PER_IMAGE = ("vmap", "loop")
 
-    def __init__(self, block: nnx.Module, dynamic: Filter):
+
+class DynamicBlock(nnx.Module):
+    """A block whose dynamic parameters are supplied per image at call time.
+
+    `per_image` says how the images meet their parameters: "vmap" (the
+    default) batches the block over images with `jax.vmap`; "loop" calls it
+    once per image (the batch must be static) and concatenates. The loop
+    keeps every per-image convolution an ordinary convolution whose kernel
+    happens to be computed, with no batching rule folding the batch into
+    its groups: the ONNX export's form (`ModelConfig.conv_impl="onnx"`),
+    exported at batch 1 where it is a single call.
+    """
+
+    def __init__(self, block: nnx.Module, dynamic: Filter, *, per_image: str = "vmap"):
+        if per_image not in PER_IMAGE:
+            raise ValueError(f"per_image must be one of {PER_IMAGE}, got {per_image!r}")
         self.graphdef, _, static = nnx.split(block, dynamic, ...)
         self.static = nnx.data(static)
+        self.per_image = per_image
 
     def __call__(self, x: jax.Array, weights: nnx.State, *args) -> jax.Array:
         """x [B, ...], weights with leaves [B, ...]: image b runs with weights[b]."""
         graphdef = self.graphdef
+        if self.per_image == "loop":
+            if not isinstance(x.shape[0], int):
+                raise ValueError(f"per_image='loop' needs a static batch, got {x.shape[0]}")
+            outs = [
+                nnx.merge(graphdef, jax.tree.map(lambda w, i=i: w[i], weights), self.static)(
+                    x[i : i + 1], *args
+                )
+                for i in range(x.shape[0])
+            ]
+            return outs[0] if len(outs) == 1 else jnp.concatenate(outs)
 
         # The static state is passed in (in_axes=None), never closed over: NNX
         # refuses to read a Variable of an outer trace inside the vmap.
@@ -235,7 +260,8 @@ def type_bias(types: jax.Array, num_box: int) -> jax.Array:
 class HyperLevel(nnx.Module):
     """`num_blocks` dynamic blocks sharing one weight bank, one HSN each.
 
-    `remat` and `scan` choose how the chain of blocks runs (see `stages`).
+    `remat` and `scan` choose how the chain of blocks runs (see `stages`);
+    `per_image` how each block meets its per-image weights (`DynamicBlock`).
     """
 
     def __init__(
@@ -251,11 +277,17 @@ class HyperLevel(nnx.Module):
         bank_init: str = "independent",
         remat: str = "none",
         scan: bool = False,
+        per_image: str = "vmap",
         rngs: nnx.Rngs,
     ):
         self.remat, self.scan = remat, scan
         self.bank = WeightBank(make_block, num_box, dynamic, init=bank_init, rngs=rngs)
-        self.blocks = nnx.List([DynamicBlock(make_block(rngs), dynamic) for _ in range(num_blocks)])
+        self.blocks = nnx.List(
+            [
+                DynamicBlock(make_block(rngs), dynamic, per_image=per_image)
+                for _ in range(num_blocks)
+            ]
+        )
         self.hsns = nnx.List(
             [
                 HSN(giv_dim, num_box, depth=hsn_depth, rngs=rngs, **(hsn_kw or {}))

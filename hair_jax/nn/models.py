@@ -110,8 +110,10 @@ class ModelConfig:
       conv_impl: "fast" (exact fast paths for 1x1 and depthwise convs),
         "fast_rows" (the same, with the depthwise kernel gradient summed over
         blocks of rows in a loop: the XLA:CPU form), "lax" (always
-        `lax.conv_general_dilated`) or "auto" (per backend, see
-        `PLATFORM_DEFAULTS`).
+        `lax.conv_general_dilated`), "onnx" (the ONNX export's form: 1x1
+        convs as matmuls, the others as `lax.conv_general_dilated`, and the
+        blocks of hyper levels run image by image, see `layers.Conv2d` and
+        `hyper.DynamicBlock`) or "auto" (per backend, see `PLATFORM_DEFAULTS`).
       dtype: compute dtype ("float32" or "bfloat16"); parameters, norms,
         softmax, L2 normalisation and the DAC's pooling stay float32.
       remat: "block" recomputes each transformer block's forward in the
@@ -232,7 +234,14 @@ class ModelConfig:
             hsn_kw["temperature"] = self.router_temperature
         if self.learned_temperature:
             hsn_kw["learned_temperature"] = True
-        return {"hsn_depth": self.hsn_depth, "hsn_kw": hsn_kw, "bank_init": self.bank_init}
+        # The ONNX form runs each image's block on its own (`hyper.DynamicBlock`).
+        per_image = "loop" if self.conv_impl == "onnx" else "vmap"
+        return {
+            "hsn_depth": self.hsn_depth,
+            "hsn_kw": hsn_kw,
+            "bank_init": self.bank_init,
+            "per_image": per_image,
+        }
 
     def block_kwargs(self) -> dict[str, Any]:
         return {"bias": self.bias, "with_bias_norm": self.layer_norm == "WithBias"}
