@@ -9,7 +9,7 @@ and only an input dim that *is* `h` counts: with `8*h` it raises "No
 symbolic dim origin registered for 'h'". `to_onnx` below adds the missing
 step while it converts: `h` is the input's dim `m*h` divided by `m`.
 
-jax2onnx is optional (README, "Standalone artifacts") and pinned: the fix
+jax2onnx is optional (docs/deployment.md) and pinned: the fix
 reads its private `LowerDimExpr`, so a jax2onnx that moves it fails loudly
 here rather than converting wrongly.
 """
