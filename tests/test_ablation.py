@@ -302,3 +302,29 @@ def test_the_study_runs_from_any_directory(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: python -m hair_jax.experiments.ablation")
     assert "--preset {cpu,gpu}" in proc.stdout
+
+
+def test_a_stopped_run_is_not_recorded_and_its_time_adds_up(tmp_path, data_dir, monkeypatch):
+    """SIGTERM ends training early (as max_steps_per_run does): no record, then a resume finishes it."""
+    out, records = str(tmp_path / "study"), str(tmp_path / "records")
+    only = [("3d", "restormer", 0)]
+    real = arms.run_config
+
+    def one_step_per_call(*args):
+        config = real(*args)
+        config.train.max_steps_per_run = 1
+        return config
+
+    monkeypatch.setattr(arms, "run_config", one_step_per_call)
+    with pytest.raises(ablation.Stopped, match=r"seed0 stopped at step 1 of 2; run the same"):
+        ablation.sweep(TINY, out, records=records, data_dir=data_dir, only=only)
+    workdir = os.path.join(out, "runs", "3d", "restormer", "seed0")
+    assert not os.path.exists(ablation.record_path(records, "test", "3d", "restormer", 0))
+    assert not os.path.exists(os.path.join(workdir, "curve"))  # nothing evaluated
+    with open(os.path.join(workdir, "timing.json")) as f:
+        first = json.load(f)
+    assert first["steps"] == 1
+    ablation.sweep(TINY, out, records=records, data_dir=data_dir, only=only)
+    with open(ablation.record_path(records, "test", "3d", "restormer", 0)) as f:
+        timing = json.load(f)["timing"]
+    assert timing["steps"] == 2 and timing["seconds"] > first["seconds"]

@@ -63,6 +63,8 @@ def main(argv=None) -> None:
         ablation.sweep(
             preset, out, records=args.records, data_dir=args.data_dir, only=only, doc=args.doc
         )
+    except ablation.Stopped as e:  # a signal: the checkpoint is saved, nothing recorded
+        print(f"\nStopped: {e}.")
     except (train.SaveFailed, OSError) as e:  # a full disk: the records so far are kept
         common.fail(parser.prog, f"{e}; finished runs are recorded in {args.records}")
 

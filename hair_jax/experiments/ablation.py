@@ -51,6 +51,10 @@ DEFAULT_RECORDS = os.path.join("docs", "study")
 DEFAULT_DOC = os.path.join("docs", "results.md")
 
 
+class Stopped(Exception):
+    """A run's training stopped before its last step (SIGTERM, SIGINT): nothing is recorded."""
+
+
 # ---------------------------------------------------------------------------
 # Measures
 # ---------------------------------------------------------------------------
@@ -135,6 +139,12 @@ def prune(workdir: str, keep: int) -> None:
             shutil.rmtree(os.path.join(ckpt_dir, name))
 
 
+def _last_checkpoint(workdir: str) -> int:
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    done = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
+    return max(done, default=0)
+
+
 def run_one(preset, setting, arm, seed, workdir, data_dir, test_sets, probes, wide_dim, log=print):
     """Trains (or resumes) one run, evaluates it and writes its result.json.
 
@@ -143,16 +153,27 @@ def run_one(preset, setting, arm, seed, workdir, data_dir, test_sets, probes, wi
     """
     config = arms.run_config(preset, setting, arm, seed, data_dir, wide_dim)
     model_cfg = arms.arm_model(preset, arm, wide_dim)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    done = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
-    start = max(done, default=0)
+    start = _last_checkpoint(workdir)
     log(f"  training steps {start} -> {preset.num_steps} in {workdir}")
     began = time.perf_counter()
     train.train_and_evaluate(config, workdir, test_sets={})
     seconds = time.perf_counter() - began
+    step = _last_checkpoint(workdir)
     timing_path = os.path.join(workdir, "timing.json")
-    if start < preset.num_steps:  # else training had finished: keep the timing it wrote
-        _write_json(timing_path, {"steps": preset.num_steps - start, "seconds": seconds})
+    if step > start:  # this call trained: add its steps and time to the earlier calls'
+        timing = _read_json(timing_path) if start and os.path.exists(timing_path) else {}
+        _write_json(
+            timing_path,
+            {
+                "steps": timing.get("steps", 0) + step - start,
+                "seconds": timing.get("seconds", 0.0) + seconds,
+            },
+        )
+    if step < preset.num_steps:
+        raise Stopped(
+            f"{workdir} stopped at step {step} of {preset.num_steps}; "
+            "run the same command again to continue it"
+        )
     timing = _read_json(timing_path) if os.path.exists(timing_path) else None
     curve, predictor = [], None
     for step in preset.eval_steps():
