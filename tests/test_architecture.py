@@ -28,6 +28,9 @@ LAZY_IMPORTS = {
     ("hair_jax/commands/common.py", "from hair_jax import loading"),
     # Optional: ONNX artifacts (the onnx extra; jax2onnx installed apart, docs/deployment.md).
     ("hair_jax/commands/export.py", "import jax2onnx"),
+    ("hair_jax/io/onnx_convert.py", "import jax2onnx"),
+    ("hair_jax/io/onnx_convert.py", "from jax2onnx.converter import lower_dimexpr"),
+    ("hair_jax/io/onnx_convert.py", "from jax2onnx.converter import output_binding"),
     ("hair_jax/io/artifacts.py", "import onnxruntime as ort"),
 }
 
