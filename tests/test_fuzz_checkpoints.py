@@ -206,13 +206,14 @@ def _alarm(signum, frame):
     raise _Hang(f"no answer within {ALARM_S} s")
 
 
-def _check(path: Path) -> None:
+def _read_bounded(read, path: Path):
+    """(read(path) or {} after a one-line CheckpointError, peak traced bytes), within ALARM_S."""
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(ALARM_S)
     tracemalloc.start()
     try:
         try:
-            out = load_state_dict(path)
+            out = read(path)
         except CheckpointError as e:
             message = str(e)
             assert message.startswith(f"{path}: "), message
@@ -223,6 +224,11 @@ def _check(path: Path) -> None:
         tracemalloc.stop()
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+    return out, peak
+
+
+def _check(path: Path) -> None:
+    out, peak = _read_bounded(load_state_dict, path)
     assert all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in out.items())
     largest, pkl, count = _declared(path)
     bound = (
@@ -380,21 +386,7 @@ def test_mutated_safetensors_end_in_one_line_or_weights(safetensors_bases, tmp_p
     raw = data.draw(safetensors_mutations(data.draw(st.sampled_from(safetensors_bases))))
     path = tmp_path_factory.mktemp("case") / "mutated.safetensors"
     path.write_bytes(raw)
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(ALARM_S)
-    tracemalloc.start()
-    try:
-        try:
-            out, _ = safetensors_file.read_safetensors(path)
-        except CheckpointError as e:
-            message = str(e)
-            assert message.startswith(f"{path}: ") and "\n" not in message, message
-            out = {}
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+    out, peak = _read_bounded(lambda p: safetensors_file.read_safetensors(p)[0], path)
     assert all(isinstance(v, np.ndarray) and v.dtype == np.float32 for v in out.values())
     # The file is read whole and decoded once; narrower floats double in float32.
     bound = 4 * len(raw) + 32 * safetensors_file.MAX_HEADER_BYTES + SLACK
