@@ -21,7 +21,9 @@ times, per size, batch 1, the best of --repeats calls after a warm-up
 
 Prints one JSON line per artifact written (with the ONNX graph's node
 counts), one per measurement, then per variant and size the ratios
-onnxruntime / jax and jaxexport / jax, then the versions.
+onnxruntime / jax and jaxexport / jax, then the versions. With --profile,
+also one line per variant and size with the ten ONNX op types that took
+most of onnxruntime's kernel time, in % (its profiler, over two calls).
 """
 
 import argparse
@@ -57,6 +59,33 @@ def onnx_ops(path):
     return {"nodes": sum(ops.values()), **dict(ops.most_common())}
 
 
+def onnx_profile(path, x):
+    """{op type: % of onnxruntime's kernel time}, the top ten, over two calls on x."""
+    import collections
+
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        options.profile_file_prefix = os.path.join(tmp, "ort")
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        feed = {"image": x}
+        for extra in session.get_inputs()[1:]:  # no GIV given: the image's own
+            feed[extra.name] = np.zeros(extra.shape, np.float32)
+        for _ in range(2):
+            session.run(None, feed)
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    kernel = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            kernel[e["args"]["op_name"]] += e["dur"]
+    total = sum(kernel.values())
+    return {op: round(100 * t / total, 1) for op, t in kernel.most_common(10)}
+
+
 def write_artifacts(model, variant, folder):
     """{"jax" or "onnx": path}, exporting what `folder` does not hold yet."""
     from hair_jax import export
@@ -88,6 +117,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--artifacts", help="folder for the artifacts (kept and reused)")
     parser.add_argument("--export_only", action="store_true", help="write them, time nothing")
+    parser.add_argument("--profile", action="store_true", help="onnxruntime's time per op type")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,6 +143,9 @@ def main():
                     s = best_of(fn, args.repeats)
                     rows.append({"model": variant, "runtime": name, "size": size, "s": s})
                     print(json.dumps(rows[-1]), flush=True)
+                if args.profile:
+                    pct = onnx_profile(paths["onnx"], x)
+                    print(json.dumps({"profile": variant, "size": size, "kernel_time_pct": pct}))
     by = {(r["model"], r["runtime"], r["size"]): r["s"] for r in rows}
     for variant in args.variant if rows else []:
         for size in args.sizes:

@@ -31,6 +31,7 @@ LAZY_IMPORTS = {
     ("hair_jax/io/onnx_convert.py", "import jax2onnx"),
     ("hair_jax/io/onnx_convert.py", "from jax2onnx.converter import lower_dimexpr"),
     ("hair_jax/io/onnx_convert.py", "from jax2onnx.converter import output_binding"),
+    ("hair_jax/io/onnx_convert.py", "from onnx import helper, numpy_helper"),
     ("hair_jax/io/artifacts.py", "import onnxruntime as ort"),
 }
 

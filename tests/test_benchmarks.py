@@ -131,7 +131,7 @@ def test_export_benchmark_prints_rows_and_ratios(tmp_path):
         "jax2onnx", reason="docs/deployment.md: pip install --no-deps jax2onnx==0.17.1"
     )
     cmd = [sys.executable, "benchmarks/bench_export.py", "--variant", "tiny", "--sizes", "64"]
-    cmd += ["--repeats", "1", "--artifacts", str(tmp_path)]
+    cmd += ["--repeats", "1", "--artifacts", str(tmp_path), "--profile"]
     # The tests' path (pyproject's pythonpath: .jax2onnx) for the script too.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
@@ -147,6 +147,11 @@ def test_export_benchmark_prints_rows_and_ratios(tmp_path):
         ("onnxruntime", 64),
     ]
     by = {r["runtime"]: r["s"] for r in rows[3:6]}
+    profile = rows.pop(6)
+    assert (profile["profile"], profile["size"]) == ("tiny", 64)
+    shares = profile["kernel_time_pct"]
+    assert len(shares) == 10 and "Conv" in shares and 0 < sum(shares.values()) <= 100.5
+    assert list(shares.values()) == sorted(shares.values(), reverse=True)
     assert rows[6] == {
         "ratio": True,
         "model": "tiny",

@@ -216,6 +216,13 @@ def test_onnx_artifact_equals_the_model_at_any_size(tmp_path, arch):
     assert image == [1 if arch == "res_hair" else "b", "8*h", "8*w", 3]
     ops = collections.Counter(node.op_type for node in graph.node)
     assert ops["Slice"] == 0 and ops["Conv"] >= 9 * (2 if arch == "res_hair" else 1)
+    # Products as MatMul (onnxruntime's Einsum is slow), every LayerNorm one node.
+    assert ops["Einsum"] == 0 and ops["MatMul"] > 0
+    consts = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in graph.initializer}
+    channel_means = [
+        n for n in graph.node if n.op_type == "ReduceMean" and consts.get(n.input[1]) == [3]
+    ]
+    assert ops["LayerNormalization"] > 0 and not channel_means  # no LayerNorm left in pieces
 
     # Through hair_jax: any batch (a batch-1 graph runs image by image), a GIV given.
     artifact = artifacts.read_artifact(path)
@@ -294,6 +301,39 @@ def test_onnx_sizes_that_are_multiples_convert_and_run_at_any_size():
         x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
         (got,) = session.run(None, {session.get_inputs()[0].name: x})
         np.testing.assert_array_equal(got, fn(jnp.asarray(x)))
+
+
+def test_onnx_layer_norms_become_one_node_each():
+    """`onnx_convert.fuse_layer_norms`: our LayerNorm's ten nodes -> one LayerNormalization."""
+    pytest.importorskip(
+        "jax2onnx", reason="docs/deployment.md: pip install --no-deps jax2onnx==0.17.1"
+    )
+    ort = pytest.importorskip("onnxruntime")
+    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape("b, h, w") + (16,), jnp.float32)
+    x = np.random.default_rng(0).normal(2.0, 3.0, (2, 5, 7, 16)).astype(np.float32)
+    with_bias, bias_free = layers.LayerNorm(16), layers.LayerNorm(16, with_bias=False)
+    for norm in (with_bias, bias_free):
+        norm.scale[...] = jnp.linspace(0.5, 2.0, 16)
+    with_bias.bias[...] = jnp.linspace(-1.0, 1.0, 16)
+    cases = {
+        "fused": (lambda x: with_bias(x) * 2.0, {"LayerNormalization": 1, "Mul": 1}),
+        # x * rstd * scale (no centring, no bias) is not LayerNormalization.
+        "bias_free": (bias_free, {"LayerNormalization": 0, "ReduceMean": 2}),
+        # An intermediate used twice (here x - mean(x)) keeps the chain.
+        "shared": (
+            lambda x: with_bias(x) + jnp.mean(x, axis=-1, keepdims=True),
+            {"LayerNormalization": 1, "ReduceMean": 1},
+        ),
+    }
+    for name, (fn, counts) in cases.items():
+        proto = onnx_convert.to_onnx(fn, [spec])
+        ops = collections.Counter(node.op_type for node in proto.graph.node)
+        assert {op: ops[op] for op in counts} == counts, (name, ops)
+        read = {name for node in proto.graph.node for name in node.input}
+        assert [t.name for t in proto.graph.initializer if t.name not in read] == []
+        session = ort.InferenceSession(proto.SerializeToString())
+        (got,) = session.run(None, {session.get_inputs()[0].name: x})
+        np.testing.assert_allclose(got, fn(jnp.asarray(x)), atol=1e-5, err_msg=name)
 
 
 def test_damaged_artifacts_are_one_line_and_exit_2(tmp_path, capsys):

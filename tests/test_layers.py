@@ -30,6 +30,17 @@ def test_conv_fast_paths_equal_lax(cin, cout, k, groups):
     assert conv_ops == (0 if k == 1 else 1)
 
 
+@pytest.mark.parametrize("k,groups", [(1, 1), (3, 12), (3, 1)])
+def test_channels_first_forms_equal_the_conv(k, groups):
+    """The ONNX export's NCHW forms: the same convolution, in and out channel-first."""
+    conv = layers.Conv2d(12, 12, k, groups=groups, use_bias=True, impl="onnx", rngs=nnx.Rngs(0))
+    x = _x((2, 10, 12, 12))
+    want = conv(x).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(conv.channels_first(x.transpose(0, 3, 1, 2)), want, atol=1e-5)
+    if k == 1:
+        np.testing.assert_allclose(conv.to_channels_first(x), want, atol=1e-5)
+
+
 def test_conv_matches_direct_sum():
     """A 3x3 conv with zero padding, written as an explicit correlation sum."""
     conv = layers.Conv2d(2, 3, 3, use_bias=True, rngs=nnx.Rngs(1))

@@ -36,3 +36,15 @@ def test_mdta_pixel_major_gram_form_equals_textbook_values_and_gradients():
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
     assert float(jnp.abs(got[1][0]["temperature"][...]).max()) > 0
+
+
+def test_onnx_channel_major_blocks_equal_the_pixel_major_ones():
+    """MDTA and GDFN in the ONNX export's form (conv_impl="onnx", NCHW inside) give the same."""
+    x = jnp.asarray(np.random.RandomState(1).randn(2, 6, 5, 8), jnp.float32)
+    for make in (
+        lambda impl: restormer.MDTA(8, 2, bias=True, impl=impl, rngs=nnx.Rngs(0)),
+        lambda impl: restormer.GDFN(8, 2.66, bias=True, impl=impl, rngs=nnx.Rngs(0)),
+    ):
+        fast, onnx = make("fast"), make("onnx")
+        assert (fast.channel_major, onnx.channel_major) == (False, True)
+        np.testing.assert_allclose(onnx(x), fast(x), rtol=1e-5, atol=1e-5)

@@ -61,9 +61,11 @@ class AttnBlock(nnx.Module):
         b, h, w, c = x.shape
         hn = self.norm(x)
         q, k, v = (f(hn).reshape(b, h * w, c) for f in (self.q, self.k, self.v))
-        att = jnp.einsum("bic,bjc->bij", q, k).astype(jnp.float32) * c**-0.5  # [b, hw, hw]
+        # matmul, not jnp.einsum: jax2onnx writes ONNX MatMuls for it, and
+        # jnp.einsum as onnxruntime's slower Einsum.
+        att = jnp.matmul(q, k.transpose(0, 2, 1)).astype(jnp.float32) * c**-0.5  # [b, hw, hw]
         att = jax.nn.softmax(att, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bij,bjc->bic", att, v).reshape(b, h, w, c)
+        out = jnp.matmul(att, v).reshape(b, h, w, c)
         return x + self.proj_out(out)
 
 

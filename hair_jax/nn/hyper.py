@@ -158,8 +158,9 @@ class WeightBank(nnx.Module):
     def mix(self, selector: jax.Array) -> nnx.State:
         """selector [B, num_box] -> per-image parameters, leaves [B, *param_shape]."""
 
-        def mix_one(w):
-            return jnp.einsum("bn,n...->b...", selector.astype(w.dtype), w)
+        def mix_one(w):  # a 2-D matmul, not jnp.einsum: one ONNX MatMul, not an Einsum
+            mixed = selector.astype(w.dtype) @ w.reshape(self.num_box, -1)
+            return mixed.reshape(selector.shape[0], *w.shape[1:])
 
         return jax.tree.map(mix_one, self.weights)
 

@@ -247,7 +247,11 @@ class Conv2d(nnx.Module):
         dtype = self.dtype or x.dtype
         x, kernel = x.astype(dtype), self.kernel[...].astype(dtype)
         path = self._fast_path()
-        if path == "matmul":
+        if path == "matmul" and self.impl == "onnx":
+            # jax2onnx writes jnp.matmul as an ONNX MatMul, and the einsum of
+            # `pointwise_conv` as onnxruntime's far slower Einsum.
+            y = jnp.matmul(x, kernel[0, 0])
+        elif path == "matmul":
             y = pointwise_conv(x, kernel[0, 0])
         elif path == "depthwise":
             y = depthwise_conv3x3(x, kernel, row_loop=self.impl == "fast_rows")
@@ -262,6 +266,34 @@ class Conv2d(nnx.Module):
             )
         if self.bias is not None:
             y = y + self.bias[...].astype(dtype)
+        return y
+
+    def to_channels_first(self, x: jax.Array) -> jax.Array:
+        """This 1x1 convolution of an NHWC map, returned NCHW: kernel^T @ x^T per image.
+
+        onnxruntime folds the transpose of x into its matmul, which is
+        cheaper than transposing the (wider) output.
+        """
+        b, h, w, c = x.shape
+        dtype = self.dtype or x.dtype
+        kernel = self.kernel[...].astype(dtype)[0, 0]
+        y = jnp.matmul(kernel.T, x.astype(dtype).reshape(b, h * w, c).transpose(0, 2, 1))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(dtype)[:, None]
+        return y.reshape(b, self.out_features, h, w)
+
+    def channels_first(self, x: jax.Array) -> jax.Array:
+        """The same convolution of an NCHW map [B, C, H, W] (ONNX's layout: no transposes)."""
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype or x.dtype),
+            self.kernel[...].astype(self.dtype or x.dtype),
+            (self.stride, self.stride),
+            self.padding,
+            dimension_numbers=("NCHW", "HWIO", "NCHW"),
+            feature_group_count=self.groups,
+        )
+        if self.bias is not None:
+            y = y + self.bias[...].astype(y.dtype)[:, None, None]
         return y
 
 

@@ -19,6 +19,7 @@ class MDTA(nnx.Module):
 
     def __init__(self, dim: int, num_heads: int, *, bias: bool, rngs: nnx.Rngs, **conv_kw):
         self.num_heads = num_heads
+        self.channel_major = conv_kw.get("impl") == "onnx"  # see `_channel_major`
         self.temperature = nnx.Param(jnp.ones((num_heads,), jnp.float32))
         self.qkv = layers.Conv2d(dim, 3 * dim, 1, use_bias=bias, rngs=rngs, **conv_kw)
         self.qkv_dwconv = layers.Conv2d(
@@ -26,25 +27,54 @@ class MDTA(nnx.Module):
         )
         self.project_out = layers.Conv2d(dim, dim, 1, use_bias=bias, rngs=rngs, **conv_kw)
 
+    def _attend(self, q, k, pixels: int):
+        """softmax(temperature * normalize(q) . normalize(k)) [b, heads, d, d].
+
+        normalize(q) . normalize(k) over pixels (torch F.normalize, eps
+        1e-12) as the raw Gram matrix divided by the two norms: the same
+        value, without normalised copies of q and k. `q`, `k`: float32, the
+        pixels on axis `pixels` (1: [b, hw, heads, d]; 3: [b, heads, d, hw]).
+        """
+        if pixels == 1:
+            gram = jnp.einsum("bpnc,bpnd->bncd", q, k)
+        else:  # dot_general, not jnp.einsum: jax2onnx writes an ONNX MatMul
+            gram = jax.lax.dot_general(q, k, (((3,), (3,)), ((0, 1), (0, 1))))
+        qn = jnp.maximum(jnp.sqrt(jnp.sum(q * q, axis=pixels)), 1e-12)  # [b, heads, d]
+        kn = jnp.maximum(jnp.sqrt(jnp.sum(k * k, axis=pixels)), 1e-12)
+        attn = gram / (qn[..., :, None] * kn[..., None, :])
+        attn = attn * self.temperature[...][None, :, None, None]
+        return jax.nn.softmax(attn, axis=-1)
+
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.channel_major:
+            return self._channel_major(x)
         b, h, w, c = x.shape
         n, d = self.num_heads, c // self.num_heads
         qkv = self.qkv_dwconv(self.qkv(x))  # [b, h, w, 3c]
         # chunk(3) then '(head c)', as PyTorch; pixels stay the leading axis
         # (pixel-major), so the large maps are never transposed by hand.
         q, k, v = (t.reshape(b, h * w, n, d) for t in jnp.split(qkv, 3, axis=-1))
-        q32, k32 = q.astype(jnp.float32), k.astype(jnp.float32)
-        # normalize(q) . normalize(k) over pixels (torch F.normalize, eps 1e-12)
-        # as the raw Gram matrix divided by the two norms: the same value,
-        # without normalised copies of q and k.
-        gram = jnp.einsum("bpnc,bpnd->bncd", q32, k32)  # [b, heads, d, d]
-        qn = jnp.maximum(jnp.sqrt(jnp.sum(q32 * q32, axis=1)), 1e-12)  # [b, heads, d]
-        kn = jnp.maximum(jnp.sqrt(jnp.sum(k32 * k32, axis=1)), 1e-12)
-        attn = gram / (qn[..., :, None] * kn[..., None, :])
-        attn = attn * self.temperature[...][None, :, None, None]
-        attn = jax.nn.softmax(attn, axis=-1).astype(v.dtype)
+        attn = self._attend(q.astype(jnp.float32), k.astype(jnp.float32), 1).astype(v.dtype)
         out = jnp.einsum("bncd,bpnd->bpnc", attn, v)  # [b, hw, heads, d]
         return self.project_out(out.reshape(b, h, w, c))
+
+    def _channel_major(self, x: jax.Array) -> jax.Array:
+        """The same sums, the ONNX export's form: channels before pixels, as PyTorch.
+
+        onnxruntime runs a `Conv` in NCHW. This form computes qkv straight
+        into NCHW (onnxruntime folds the transpose of the C-channel input
+        into the matmul) and transposes one C map, before project_out; the
+        chunks and both products need no other transpose. Exported, the
+        pixel-major form above transposed the 3C map twice around the conv
+        and four C maps for the products.
+        """
+        b, h, w, c = x.shape
+        n, d = self.num_heads, c // self.num_heads
+        qkv = self.qkv_dwconv.channels_first(self.qkv.to_channels_first(x))
+        q, k, v = (t.reshape(b, n, d, h * w) for t in jnp.split(qkv, 3, axis=1))
+        attn = self._attend(q.astype(jnp.float32), k.astype(jnp.float32), 3).astype(v.dtype)
+        out = jax.lax.dot_general(attn, v, (((3,), (2,)), ((0, 1), (0, 1))))  # [b, n, d, hw]
+        return self.project_out(out.reshape(b, c, h, w).transpose(0, 2, 3, 1))
 
 
 class GDFN(nnx.Module):
@@ -54,6 +84,7 @@ class GDFN(nnx.Module):
         self, dim: int, ffn_expansion_factor: float, *, bias: bool, rngs: nnx.Rngs, **conv_kw
     ):
         hidden = int(dim * ffn_expansion_factor)
+        self.channel_major = conv_kw.get("impl") == "onnx"  # as MDTA's
         self.project_in = layers.Conv2d(dim, 2 * hidden, 1, use_bias=bias, rngs=rngs, **conv_kw)
         self.dwconv = layers.Conv2d(
             2 * hidden, 2 * hidden, 3, groups=2 * hidden, use_bias=bias, rngs=rngs, **conv_kw
@@ -61,6 +92,10 @@ class GDFN(nnx.Module):
         self.project_out = layers.Conv2d(hidden, dim, 1, use_bias=bias, rngs=rngs, **conv_kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.channel_major:  # the gate in NCHW (see MDTA._channel_major)
+            y = self.dwconv.channels_first(self.project_in.to_channels_first(x))
+            x1, x2 = jnp.split(y, 2, axis=1)
+            return self.project_out(layers.gelu_gate(x1, x2).transpose(0, 2, 3, 1))
         x1, x2 = jnp.split(self.dwconv(self.project_in(x)), 2, axis=-1)
         return self.project_out(layers.gelu_gate(x1, x2))
 
