@@ -39,6 +39,9 @@ def test_channels_first_forms_equal_the_conv(k, groups):
     np.testing.assert_allclose(conv.channels_first(x.transpose(0, 3, 1, 2)), want, atol=1e-5)
     if k == 1:
         np.testing.assert_allclose(conv.to_channels_first(x), want, atol=1e-5)
+    else:
+        with pytest.raises(ValueError, match="needs a 1x1 convolution, got \\(3, 3, "):
+            conv.to_channels_first(x)
 
 
 def test_conv_matches_direct_sum():

@@ -274,6 +274,8 @@ class Conv2d(nnx.Module):
         onnxruntime folds the transpose of x into its matmul, which is
         cheaper than transposing the (wider) output.
         """
+        if self._fast_path() != "matmul":
+            raise ValueError(f"to_channels_first needs a 1x1 convolution, got {self.kernel.shape}")
         b, h, w, c = x.shape
         dtype = self.dtype or x.dtype
         kernel = self.kernel[...].astype(dtype)[0, 0]
