@@ -8,6 +8,7 @@ on stderr, exit code 2 and nothing written.
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -325,6 +326,14 @@ def test_damaged_export_is_one_line(tmp_path):
     (export / "config.json").write_text(models.VARIANTS["tiny"].to_json())
     line = _fails_with_one_line(tmp_path, f"--checkpoint={export}")
     assert f"{export / 'params'}: cannot read the parameters" in line
+
+
+def test_lying_safetensors_is_one_line(tmp_path):
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    lying = tmp_path / "w.safetensors"  # 16 bytes declared, 8 there
+    lying.write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
+    line = _fails_with_one_line(tmp_path, f"--checkpoint={lying}")
+    assert f"{lying}: tensor 'w': data_offsets [0, 16] run past the data's 8 bytes" in line
 
 
 def test_naf_hair_demo_workdir_draws_its_giv_picture_and_measures_selection(data_dir, tmp_path):
