@@ -271,8 +271,8 @@ class Conv2d(nnx.Module):
     def to_channels_first(self, x: jax.Array) -> jax.Array:
         """This 1x1 convolution of an NHWC map, returned NCHW: kernel^T @ x^T per image.
 
-        onnxruntime folds the transpose of x into its matmul, which is
-        cheaper than transposing the (wider) output.
+        onnxruntime folds the transpose of x into its matmul, so the wider
+        output needs no transpose of its own.
         """
         if self._fast_path() != "matmul":
             raise ValueError(f"to_channels_first needs a 1x1 convolution, got {self.kernel.shape}")

@@ -19,13 +19,17 @@ class MDTA(nnx.Module):
 
     def __init__(self, dim: int, num_heads: int, *, bias: bool, rngs: nnx.Rngs, **conv_kw):
         self.num_heads = num_heads
-        self.channel_major = conv_kw.get("impl") == "onnx"  # see `_channel_major`
         self.temperature = nnx.Param(jnp.ones((num_heads,), jnp.float32))
         self.qkv = layers.Conv2d(dim, 3 * dim, 1, use_bias=bias, rngs=rngs, **conv_kw)
         self.qkv_dwconv = layers.Conv2d(
             3 * dim, 3 * dim, 3, groups=3 * dim, use_bias=bias, rngs=rngs, **conv_kw
         )
         self.project_out = layers.Conv2d(dim, dim, 1, use_bias=bias, rngs=rngs, **conv_kw)
+
+    @property
+    def channel_major(self) -> bool:
+        """Whether this runs `_channel_major`: in the ONNX export's form."""
+        return self.qkv.impl == "onnx"
 
     def _attend(self, q, k, pixels: int):
         """softmax(temperature * normalize(q) . normalize(k)) [b, heads, d, d].
@@ -84,12 +88,16 @@ class GDFN(nnx.Module):
         self, dim: int, ffn_expansion_factor: float, *, bias: bool, rngs: nnx.Rngs, **conv_kw
     ):
         hidden = int(dim * ffn_expansion_factor)
-        self.channel_major = conv_kw.get("impl") == "onnx"  # as MDTA's
         self.project_in = layers.Conv2d(dim, 2 * hidden, 1, use_bias=bias, rngs=rngs, **conv_kw)
         self.dwconv = layers.Conv2d(
             2 * hidden, 2 * hidden, 3, groups=2 * hidden, use_bias=bias, rngs=rngs, **conv_kw
         )
         self.project_out = layers.Conv2d(hidden, dim, 1, use_bias=bias, rngs=rngs, **conv_kw)
+
+    @property
+    def channel_major(self) -> bool:
+        """Whether the gate runs in NCHW, in the ONNX export's form (see MDTA's)."""
+        return self.project_in.impl == "onnx"
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.channel_major:  # the gate in NCHW (see MDTA._channel_major)
