@@ -215,7 +215,12 @@ def test_onnx_artifact_equals_the_model_at_any_size(tmp_path, arch):
     image = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
     assert image == [1 if arch == "res_hair" else "b", "8*h", "8*w", 3]
     ops = collections.Counter(node.op_type for node in graph.node)
-    assert ops["Slice"] == 0 and ops["Conv"] >= 9 * (2 if arch == "res_hair" else 1)
+    assert ops["Conv"] >= 9 * (2 if arch == "res_hair" else 1)
+    # Slices cut kernels only (static shapes), never a feature map (symbolic).
+    shapes = {v.name: v.type.tensor_type.shape.dim for v in graph.value_info}
+    shapes.update({t.name: t.dims for t in graph.initializer})
+    sliced = [shapes[n.input[0]] for n in graph.node if n.op_type == "Slice"]
+    assert all(isinstance(d, int) or d.HasField("dim_value") for s in sliced for d in s)
     # Products as MatMul (onnxruntime's Einsum is slow), every LayerNorm one node.
     assert ops["Einsum"] == 0 and ops["MatMul"] > 0
     consts = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in graph.initializer}

@@ -38,10 +38,21 @@ def test_channels_first_forms_equal_the_conv(k, groups):
     want = conv(x).transpose(0, 3, 1, 2)
     np.testing.assert_allclose(conv.channels_first(x.transpose(0, 3, 1, 2)), want, atol=1e-5)
     if k == 1:
-        np.testing.assert_allclose(conv.to_channels_first(x), want, atol=1e-5)
+        np.testing.assert_allclose(conv.to_channels_first(x)[0], want, atol=1e-5)
     else:
         with pytest.raises(ValueError, match="needs a 1x1 convolution, got \\(3, 3, "):
             conv.to_channels_first(x)
+    # In chunks along the output channels (a depthwise conv's chunk reads its own inputs).
+    if k == 1 or groups == 12:
+        xt = x.transpose(0, 3, 1, 2)
+        ins = [xt[:, 4 * i : 4 * i + 4] for i in range(3)] if k == 3 else [xt] * 3
+        parts = [conv.channels_first(t, (i, 3)) for i, t in enumerate(ins)]
+        np.testing.assert_allclose(np.concatenate(parts, axis=1), want, atol=1e-5)
+    else:
+        with pytest.raises(ValueError, match="only 1x1 and depthwise convs split, got \\(3, 3, 12"):
+            conv.channels_first(x.transpose(0, 3, 1, 2), (0, 3))
+    if k == 1:
+        np.testing.assert_allclose(np.concatenate(conv.to_channels_first(x, 3), 1), want, atol=1e-5)
 
 
 def test_conv_matches_direct_sum():

@@ -39,11 +39,13 @@ def test_mdta_pixel_major_gram_form_equals_textbook_values_and_gradients():
 
 
 def test_onnx_channel_major_blocks_equal_the_pixel_major_ones():
-    """MDTA and GDFN in the ONNX export's form (conv_impl="onnx", NCHW inside) give the same."""
-    x = jnp.asarray(np.random.RandomState(1).randn(2, 6, 5, 8), jnp.float32)
+    """MDTA, GDFN and the resizes in the ONNX export's form (NCHW inside) give the same."""
+    x = jnp.asarray(np.random.RandomState(1).randn(2, 6, 4, 8), jnp.float32)
     for make in (
         lambda impl: restormer.MDTA(8, 2, bias=True, impl=impl, rngs=nnx.Rngs(0)),
         lambda impl: restormer.GDFN(8, 2.66, bias=True, impl=impl, rngs=nnx.Rngs(0)),
+        lambda impl: restormer.Downsample(8, impl=impl, rngs=nnx.Rngs(0)),
+        lambda impl: restormer.Upsample(8, impl=impl, rngs=nnx.Rngs(0)),
     ):
         fast, onnx = make("fast"), make("onnx")
         assert (fast.channel_major, onnx.channel_major) == (False, True)

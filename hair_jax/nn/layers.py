@@ -268,35 +268,59 @@ class Conv2d(nnx.Module):
             y = y + self.bias[...].astype(dtype)
         return y
 
-    def to_channels_first(self, x: jax.Array) -> jax.Array:
-        """This 1x1 convolution of an NHWC map, returned NCHW: kernel^T @ x^T per image.
+    def _chunk(self, dtype, part: tuple[int, int]):
+        """Kernel and bias of output chunk i of n (of a depthwise conv: its inputs' too)."""
+        i, n = part
+        if n > 1 and not self.groups == self.in_features == self.out_features:
+            if self.groups != 1 or self.kernel_size != 1:
+                raise ValueError(f"only 1x1 and depthwise convs split, got {self.kernel.shape}")
+        k = self.out_features // n
+        kernel = self.kernel[...].astype(dtype)[..., i * k : (i + 1) * k]
+        bias = None if self.bias is None else self.bias[...].astype(dtype)[i * k : (i + 1) * k]
+        return kernel, bias
 
-        onnxruntime folds the transpose of x into its matmul, so the wider
-        output needs no transpose of its own.
+    def to_channels_first(self, x: jax.Array, chunks: int = 1) -> list[jax.Array]:
+        """This 1x1 convolution of an NHWC map, returned NCHW in `chunks` parts along channels.
+
+        Each part is kernel_part^T @ x^T per image: onnxruntime folds the
+        transpose of x into its matmul, so the wider output needs no
+        transpose, and no Split copies it apart.
         """
         if self._fast_path() != "matmul":
             raise ValueError(f"to_channels_first needs a 1x1 convolution, got {self.kernel.shape}")
         b, h, w, c = x.shape
         dtype = self.dtype or x.dtype
-        kernel = self.kernel[...].astype(dtype)[0, 0]
-        y = jnp.matmul(kernel.T, x.astype(dtype).reshape(b, h * w, c).transpose(0, 2, 1))
-        if self.bias is not None:
-            y = y + self.bias[...].astype(dtype)[:, None]
-        return y.reshape(b, self.out_features, h, w)
+        xt = x.astype(dtype).reshape(b, h * w, c).transpose(0, 2, 1)
+        outs = []
+        for i in range(chunks):
+            kernel, bias = self._chunk(dtype, (i, chunks))
+            y = jnp.matmul(kernel[0, 0].T, xt)
+            y = y if bias is None else y + bias[:, None]
+            outs.append(y.reshape(b, -1, h, w))
+        return outs
 
-    def channels_first(self, x: jax.Array) -> jax.Array:
-        """The same convolution of an NCHW map [B, C, H, W] (ONNX's layout: no transposes)."""
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype or x.dtype),
-            self.kernel[...].astype(self.dtype or x.dtype),
-            (self.stride, self.stride),
-            self.padding,
-            dimension_numbers=("NCHW", "HWIO", "NCHW"),
-            feature_group_count=self.groups,
-        )
-        if self.bias is not None:
-            y = y + self.bias[...].astype(y.dtype)[:, None, None]
-        return y
+    def channels_first(self, x: jax.Array, part: tuple[int, int] = (0, 1)) -> jax.Array:
+        """The same convolution of an NCHW map [B, C, H, W] (ONNX's layout: no transposes).
+
+        A 1x1 convolution is kernel^T @ x per image (an ONNX MatMul).
+        `part=(i, n)`: only output chunk i of n (a depthwise conv reads chunk i).
+        """
+        dtype = self.dtype or x.dtype
+        x = x.astype(dtype)
+        kernel, bias = self._chunk(dtype, part)
+        if self._fast_path() == "matmul":
+            b, c, h, w = x.shape
+            y = jnp.matmul(kernel[0, 0].T, x.reshape(b, c, h * w)).reshape(b, -1, h, w)
+        else:
+            y = jax.lax.conv_general_dilated(
+                x,
+                kernel,
+                (self.stride, self.stride),
+                self.padding,
+                dimension_numbers=("NCHW", "HWIO", "NCHW"),
+                feature_group_count=self.groups // part[1],
+            )
+        return y if bias is None else y + bias[:, None, None]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))

@@ -65,17 +65,20 @@ class MDTA(nnx.Module):
     def _channel_major(self, x: jax.Array) -> jax.Array:
         """The same sums, the ONNX export's form: channels before pixels, as PyTorch.
 
-        onnxruntime runs a `Conv` in NCHW. This form computes qkv straight
-        into NCHW (onnxruntime folds the transpose of the C-channel input
-        into the matmul) and transposes one C map, before project_out; the
-        chunks and both products need no other transpose. Exported, the
-        pixel-major form above transposed the 3C map twice around the conv
-        and four C maps for the products.
+        onnxruntime runs a `Conv` in NCHW. This form computes q, k and v
+        straight into NCHW, each its own product (onnxruntime folds the
+        transpose of the C-channel input into the matmul; no Split copies a
+        3C map apart), and transposes one C map, before project_out; the
+        depthwise convs and both products need no other transpose.
+        Exported, the pixel-major form above transposed the 3C map twice
+        around the conv and four C maps for the products.
         """
         b, h, w, c = x.shape
         n, d = self.num_heads, c // self.num_heads
-        qkv = self.qkv_dwconv.channels_first(self.qkv.to_channels_first(x))
-        q, k, v = (t.reshape(b, n, d, h * w) for t in jnp.split(qkv, 3, axis=1))
+        q, k, v = (
+            self.qkv_dwconv.channels_first(t, (i, 3)).reshape(b, n, d, h * w)
+            for i, t in enumerate(self.qkv.to_channels_first(x, chunks=3))
+        )
         attn = self._attend(q.astype(jnp.float32), k.astype(jnp.float32), 3).astype(v.dtype)
         out = jax.lax.dot_general(attn, v, (((3,), (2,)), ((0, 1), (0, 1))))  # [b, n, d, hw]
         return self.project_out(out.reshape(b, c, h, w).transpose(0, 2, 3, 1))
@@ -100,10 +103,15 @@ class GDFN(nnx.Module):
         return self.project_in.impl == "onnx"
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.channel_major:  # the gate in NCHW (see MDTA._channel_major)
-            y = self.dwconv.channels_first(self.project_in.to_channels_first(x))
-            x1, x2 = jnp.split(y, 2, axis=1)
-            return self.project_out(layers.gelu_gate(x1, x2).transpose(0, 2, 3, 1))
+        if self.channel_major:  # in NCHW (see MDTA._channel_major)
+            x1, x2 = (
+                self.dwconv.channels_first(t, (i, 2))
+                for i, t in enumerate(self.project_in.to_channels_first(x, chunks=2))
+            )
+            # jax.nn.gelu is one ONNX Gelu (gelu_gate's erf form: six nodes);
+            # the output is transposed back after project_out, the narrower map.
+            gated = jax.nn.gelu(x1, approximate=False) * x2
+            return self.project_out.channels_first(gated).transpose(0, 2, 3, 1)
         x1, x2 = jnp.split(self.dwconv(self.project_in(x)), 2, axis=-1)
         return self.project_out(layers.gelu_gate(x1, x2))
 
@@ -138,8 +146,20 @@ class Downsample(nnx.Module):
     def __init__(self, n: int, *, rngs: nnx.Rngs, **conv_kw):
         self.conv = layers.Conv2d(n, n // 2, 3, rngs=rngs, **conv_kw)
 
+    @property
+    def channel_major(self) -> bool:
+        """Whether the conv runs in NCHW, in the ONNX export's form."""
+        return self.conv.impl == "onnx"
+
     def __call__(self, x):
-        return layers.pixel_unshuffle(self.conv(x), 2)
+        if not self.channel_major:
+            return layers.pixel_unshuffle(self.conv(x), 2)
+        # The ONNX form: the conv in NCHW, its output unshuffled straight
+        # into NHWC by one transpose ([b, c, h, i, w, j] -> [b, h, w, c, i, j]).
+        y = self.conv.channels_first(x.transpose(0, 3, 1, 2))
+        b, c, h, w = y.shape
+        y = y.reshape(b, c, h // 2, 2, w // 2, 2).transpose(0, 2, 4, 1, 3, 5)
+        return y.reshape(b, h // 2, w // 2, 4 * c)
 
 
 class Upsample(nnx.Module):
@@ -148,8 +168,19 @@ class Upsample(nnx.Module):
     def __init__(self, n: int, *, rngs: nnx.Rngs, **conv_kw):
         self.conv = layers.Conv2d(n, 2 * n, 3, rngs=rngs, **conv_kw)
 
+    @property
+    def channel_major(self) -> bool:
+        """Whether the conv runs in NCHW, in the ONNX export's form."""
+        return self.conv.impl == "onnx"
+
     def __call__(self, x):
-        return layers.pixel_shuffle(self.conv(x), 2)
+        if not self.channel_major:
+            return layers.pixel_shuffle(self.conv(x), 2)
+        # The ONNX form (see Downsample's): [b, c, i, j, h, w] -> [b, h, i, w, j, c].
+        y = self.conv.channels_first(x.transpose(0, 3, 1, 2))
+        b, c4, h, w = y.shape
+        y = y.reshape(b, c4 // 4, 2, 2, h, w).transpose(0, 4, 2, 5, 3, 1)
+        return y.reshape(b, 2 * h, 2 * w, c4 // 4)
 
 
 def run_blocks(blocks, x, **stage_kw):
