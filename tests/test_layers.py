@@ -49,10 +49,14 @@ def test_channels_first_forms_equal_the_conv(k, groups):
         parts = [conv.channels_first(t, (i, 3)) for i, t in enumerate(ins)]
         np.testing.assert_allclose(np.concatenate(parts, axis=1), want, atol=1e-5)
     else:
-        with pytest.raises(ValueError, match="only 1x1 and depthwise convs split, got \\(3, 3, 12"):
+        with pytest.raises(
+            ValueError, match="only 1x1 and depthwise convs split in 3, got kernel \\(3, 3, 12"
+        ):
             conv.channels_first(x.transpose(0, 3, 1, 2), (0, 3))
     if k == 1:
         np.testing.assert_allclose(np.concatenate(conv.to_channels_first(x, 3), 1), want, atol=1e-5)
+        with pytest.raises(ValueError, match="split in 5, got kernel \\(1, 1, 12, 12\\)"):
+            conv.to_channels_first(x, 5)  # 12 channels in 5 chunks
 
 
 def test_conv_matches_direct_sum():

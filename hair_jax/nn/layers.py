@@ -271,9 +271,12 @@ class Conv2d(nnx.Module):
     def _chunk(self, dtype, part: tuple[int, int]):
         """Kernel and bias of output chunk i of n (of a depthwise conv: its inputs' too)."""
         i, n = part
-        if n > 1 and not self.groups == self.in_features == self.out_features:
-            if self.groups != 1 or self.kernel_size != 1:
-                raise ValueError(f"only 1x1 and depthwise convs split, got {self.kernel.shape}")
+        depthwise = self.groups == self.in_features == self.out_features
+        pointwise = self.groups == 1 and self.kernel_size == 1
+        if n > 1 and (self.out_features % n or not (depthwise or pointwise)):
+            raise ValueError(
+                f"only 1x1 and depthwise convs split in {n}, got kernel {self.kernel.shape}"
+            )
         k = self.out_features // n
         kernel = self.kernel[...].astype(dtype)[..., i * k : (i + 1) * k]
         bias = None if self.bias is None else self.bias[...].astype(dtype)[i * k : (i + 1) * k]
