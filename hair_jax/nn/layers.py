@@ -256,17 +256,20 @@ class Conv2d(nnx.Module):
         elif path == "depthwise":
             y = depthwise_conv3x3(x, kernel, row_loop=self.impl == "fast_rows")
         else:
-            y = jax.lax.conv_general_dilated(
-                x,
-                kernel,
-                (self.stride, self.stride),
-                self.padding,
-                dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                feature_group_count=self.groups,
-            )
+            y = self._lax_conv(x, kernel, "NHWC", self.groups)
         if self.bias is not None:
             y = y + self.bias[...].astype(dtype)
         return y
+
+    def _lax_conv(self, x, kernel, layout: str, groups: int) -> jax.Array:
+        return jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            (self.stride, self.stride),
+            self.padding,
+            dimension_numbers=(layout, "HWIO", layout),
+            feature_group_count=groups,
+        )
 
     def _chunk(self, dtype, part: tuple[int, int]):
         """Kernel and bias of output chunk i of n (of a depthwise conv: its inputs' too)."""
@@ -315,14 +318,7 @@ class Conv2d(nnx.Module):
             b, c, h, w = x.shape
             y = jnp.matmul(kernel[0, 0].T, x.reshape(b, c, h * w)).reshape(b, -1, h, w)
         else:
-            y = jax.lax.conv_general_dilated(
-                x,
-                kernel,
-                (self.stride, self.stride),
-                self.padding,
-                dimension_numbers=("NCHW", "HWIO", "NCHW"),
-                feature_group_count=self.groups // part[1],
-            )
+            y = self._lax_conv(x, kernel, "NCHW", self.groups // part[1])
         return y if bias is None else y + bias[:, None, None]
 
 
