@@ -178,25 +178,27 @@ class Preset:
 
 # The selecting candidate and its controls on seed 0, the one-box control,
 # seeds 1-4 of those four (the comparisons the study is for), then the other
-# options, each on one seed. (typed_skip led the first sweep; the adaptive arm,
-# its sharper form, replaced it after one run.)
+# options, each on one seed: every option alone first (one per lever: GIV
+# supervision, router scale, routing loss, bank init), then the pairs.
+# (typed_skip led the first sweep; the adaptive arm, its sharper form,
+# replaced it after one run.)
 _MAIN = ("adaptive", "res_hair", "restormer", "restormer_wide")
 _SCREEN = (
     "typed_skip",
-    "typed",
-    "ce_skip",
     "ce",
-    "typed_router",
-    "ce_router",
-    "ce_router_target",
-    "ce_router_routing",
     "router",
     "routing",
+    "scaled_bank",
+    "shared_bank",
     "supcon",
     "anneal",
     "learned_t",
-    "scaled_bank",
-    "shared_bank",
+    "ce_router",
+    "ce_skip",
+    "typed",
+    "typed_router",
+    "ce_router_routing",
+    "ce_router_target",
 )
 _CPU = Preset(
     name="cpu",
