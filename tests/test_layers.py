@@ -39,9 +39,16 @@ def test_channels_first_forms_equal_the_conv(k, groups):
     np.testing.assert_allclose(conv.channels_first(x.transpose(0, 3, 1, 2)), want, atol=1e-5)
     if k == 1:
         np.testing.assert_allclose(conv.to_channels_first(x)[0], want, atol=1e-5)
+        np.testing.assert_allclose(
+            conv.from_channels_first(x.transpose(0, 3, 1, 2)), conv(x), atol=1e-5
+        )
     else:
-        with pytest.raises(ValueError, match="needs a 1x1 convolution, got \\(3, 3, "):
-            conv.to_channels_first(x)
+        for form, arg in [
+            (conv.to_channels_first, x),
+            (conv.from_channels_first, x.transpose(0, 3, 1, 2)),
+        ]:
+            with pytest.raises(ValueError, match="needs a 1x1 convolution, got \\(3, 3, "):
+                form(arg)
     # In chunks along the output channels (a depthwise conv's chunk reads its own inputs).
     if k == 1 or groups == 12:
         xt = x.transpose(0, 3, 1, 2)

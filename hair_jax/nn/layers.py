@@ -305,6 +305,22 @@ class Conv2d(nnx.Module):
             outs.append(y.reshape(b, -1, h, w))
         return outs
 
+    def from_channels_first(self, x: jax.Array) -> jax.Array:
+        """This 1x1 convolution of an NCHW map [B, C, H, W], returned NHWC.
+
+        x^T @ kernel per image: onnxruntime folds the transpose of x into its
+        matmul, so neither map is transposed on its own.
+        """
+        if self._fast_path() != "matmul":
+            raise ValueError(
+                f"from_channels_first needs a 1x1 convolution, got {self.kernel.shape}"
+            )
+        b, c, h, w = x.shape
+        dtype = self.dtype or x.dtype
+        xt = x.astype(dtype).reshape(b, c, h * w).transpose(0, 2, 1)
+        y = jnp.matmul(xt, self.kernel[0, 0].astype(dtype)).reshape(b, h, w, -1)
+        return y if self.bias is None else y + self.bias[...].astype(dtype)
+
     def channels_first(self, x: jax.Array, part: tuple[int, int] = (0, 1)) -> jax.Array:
         """The same convolution of an NCHW map [B, C, H, W] (ONNX's layout: no transposes).
 
