@@ -10,8 +10,8 @@ and writes, with `hair_jax.export.export` (so each is first checked against
 the model), its `.jaxexport` and its `.onnx` (both take any size) into
 --artifacts (default: a temporary folder; artifacts already there are
 reused, so the jax2onnx conversion can run apart from the timing). Then it
-times, per size, batch 1, the best of --repeats calls after a warm-up
-(compiles and session creation not included):
+times, per size, batch 1, the best of --repeats rounds after a warm-up
+(compiles and session creation not included), each round one call of each:
 
   * `jax`: the NNX model through `inference.Predictor` (jitted, as eval.py
     and hair-restore run it; the CPU forms of `PLATFORM_DEFAULTS`);
@@ -39,14 +39,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SUFFIXES = {"jax": ".jaxexport", "onnx": ".onnx"}
 
 
-def best_of(fn, repeats):
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
+def best_of(fns, repeats):
+    """{name: best time in s}: after a warm-up call each, `repeats` rounds of one call each.
+
+    In rounds, not one runtime after the other, so that a machine whose
+    speed drifts over the minutes of a run slows them all alike.
+    """
+    best = {}
+    for fn in fns.values():
         fn()
-        best = min(best, time.perf_counter() - t)
-    return round(best, 4)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best.get(name, float("inf")), time.perf_counter() - t)
+    return {name: round(s, 4) for name, s in best.items()}
 
 
 def onnx_ops(path):
@@ -139,8 +146,7 @@ def main():
                     "jaxexport": lambda: jax.block_until_ready(lowered.restore(x)),
                     "onnxruntime": lambda: onnx.restore(x),
                 }
-                for name, fn in runs.items():
-                    s = best_of(fn, args.repeats)
+                for name, s in best_of(runs, args.repeats).items():
                     rows.append({"model": variant, "runtime": name, "size": size, "s": s})
                     print(json.dumps(rows[-1]), flush=True)
                 if args.profile:
