@@ -231,6 +231,16 @@ class Conv2d(nnx.Module):
             nnx.Param(init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
         )
 
+    @property
+    def channel_major(self) -> bool:
+        """Whether this is in the ONNX export's form, where the modules around it run NCHW."""
+        return self.impl == "onnx"
+
+    def _require_pointwise(self, caller: str) -> None:
+        """A one-line error naming `caller` unless this is a 1x1 convolution."""
+        if self._fast_path() != "matmul":
+            raise ValueError(f"{caller} needs a 1x1 convolution, got {self.kernel.shape}")
+
     def _fast_path(self) -> str | None:
         if self.impl == "lax" or self.stride != 1:
             return None
@@ -292,8 +302,7 @@ class Conv2d(nnx.Module):
         transpose of x into its matmul, so the wider output needs no
         transpose, and no Split copies it apart.
         """
-        if self._fast_path() != "matmul":
-            raise ValueError(f"to_channels_first needs a 1x1 convolution, got {self.kernel.shape}")
+        self._require_pointwise("to_channels_first")
         b, h, w, c = x.shape
         dtype = self.dtype or x.dtype
         xt = x.astype(dtype).reshape(b, h * w, c).transpose(0, 2, 1)
@@ -311,10 +320,7 @@ class Conv2d(nnx.Module):
         x^T @ kernel per image: onnxruntime folds the transpose of x into its
         matmul, so neither map is transposed on its own.
         """
-        if self._fast_path() != "matmul":
-            raise ValueError(
-                f"from_channels_first needs a 1x1 convolution, got {self.kernel.shape}"
-            )
+        self._require_pointwise("from_channels_first")
         b, c, h, w = x.shape
         dtype = self.dtype or x.dtype
         xt = x.astype(dtype).reshape(b, c, h * w).transpose(0, 2, 1)

@@ -26,11 +26,6 @@ class MDTA(nnx.Module):
         )
         self.project_out = layers.Conv2d(dim, dim, 1, use_bias=bias, rngs=rngs, **conv_kw)
 
-    @property
-    def channel_major(self) -> bool:
-        """Whether this runs `_channel_major`: in the ONNX export's form."""
-        return self.qkv.impl == "onnx"
-
     def _attend(self, q, k, pixels: int):
         """softmax(temperature * normalize(q) . normalize(k)) [b, heads, d, d].
 
@@ -50,7 +45,7 @@ class MDTA(nnx.Module):
         return jax.nn.softmax(attn, axis=-1)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.channel_major:
+        if self.qkv.channel_major:
             return self._channel_major(x)
         b, h, w, c = x.shape
         n, d = self.num_heads, c // self.num_heads
@@ -98,21 +93,15 @@ class GDFN(nnx.Module):
         )
         self.project_out = layers.Conv2d(hidden, dim, 1, use_bias=bias, rngs=rngs, **conv_kw)
 
-    @property
-    def channel_major(self) -> bool:
-        """Whether the gate runs in NCHW, in the ONNX export's form (see MDTA's)."""
-        return self.project_in.impl == "onnx"
-
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.channel_major:  # in NCHW (see MDTA._channel_major)
+        if self.project_in.channel_major:  # in NCHW (see MDTA._channel_major)
             x1, x2 = (
                 self.dwconv.channels_first(t, (i, 2))
                 for i, t in enumerate(self.project_in.to_channels_first(x, chunks=2))
             )
             # jax.nn.gelu is one ONNX Gelu (gelu_gate's erf form: six nodes).
-            # The output is transposed back after project_out, the narrower
-            # map: here, unlike MDTA's, onnxruntime's matmul with the transpose
-            # folded in was slower (2.66 C input channels).
+            # project_out reads the gate NCHW and its C-channel output is
+            # transposed back, not the 2.66 C-channel gate.
             gated = jax.nn.gelu(x1, approximate=False) * x2
             return self.project_out.channels_first(gated).transpose(0, 2, 3, 1)
         x1, x2 = jnp.split(self.dwconv(self.project_in(x)), 2, axis=-1)
@@ -149,13 +138,8 @@ class Downsample(nnx.Module):
     def __init__(self, n: int, *, rngs: nnx.Rngs, **conv_kw):
         self.conv = layers.Conv2d(n, n // 2, 3, rngs=rngs, **conv_kw)
 
-    @property
-    def channel_major(self) -> bool:
-        """Whether the conv runs in NCHW, in the ONNX export's form."""
-        return self.conv.impl == "onnx"
-
     def __call__(self, x):
-        if not self.channel_major:
+        if not self.conv.channel_major:
             return layers.pixel_unshuffle(self.conv(x), 2)
         # The ONNX form: the conv in NCHW, its output unshuffled straight
         # into NHWC by one transpose ([b, c, h, i, w, j] -> [b, h, w, c, i, j]).
@@ -171,13 +155,8 @@ class Upsample(nnx.Module):
     def __init__(self, n: int, *, rngs: nnx.Rngs, **conv_kw):
         self.conv = layers.Conv2d(n, 2 * n, 3, rngs=rngs, **conv_kw)
 
-    @property
-    def channel_major(self) -> bool:
-        """Whether the conv runs in NCHW, in the ONNX export's form."""
-        return self.conv.impl == "onnx"
-
     def __call__(self, x):
-        if not self.channel_major:
+        if not self.conv.channel_major:
             return layers.pixel_shuffle(self.conv(x), 2)
         # The ONNX form (see Downsample's): [b, c, i, j, h, w] -> [b, h, i, w, j, c].
         y = self.conv.channels_first(x.transpose(0, 3, 1, 2))
