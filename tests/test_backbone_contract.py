@@ -83,17 +83,17 @@ class ToyHAIR(nnx.Module):
         )
         self.head = layers.Conv2d(cfg.dim, 3, 3, use_bias=True, rngs=rngs)
 
-    def features(self, x, giv=None):
+    def features(self, x, giv=None, use_giv=None):
         h, w = x.shape[1:3]
         # One comparison per side: min(h, w) is undecidable on symbolic export sizes.
         if h % self.multiple or w % self.multiple or h < self.min_size or w < self.min_size:
             raise ValueError(f"ToyHAIR takes multiples of 4 of at least 16 px, got {h}x{w}")
         y = self.stem(x)
-        giv = self.dac(y) if giv is None else giv
+        giv = hyper.choose_giv(giv, use_giv, lambda: self.dac(y))
         return {"giv": giv, "output": x + self.head(self.body(y, giv))}
 
-    def __call__(self, x, giv=None):
-        return self.features(x, giv)["output"]
+    def __call__(self, x, giv=None, use_giv=None):
+        return self.features(x, giv, use_giv)["output"]
 
     def giv(self, x):
         return self.features(x)["giv"]

@@ -89,6 +89,13 @@ def test_given_giv_replaces_computed_one(ref_model, fixture_io):
     swapped = run(state, x, own[jnp.array([0, 0])])
     np.testing.assert_allclose(swapped[0], _nhwc(fixture_io["output"])[0], atol=1e-4)
     assert np.abs(swapped[1] - _nhwc(fixture_io["output"])[1]).max() > 1e-3
+    # use_giv chooses per image: image 0 runs with the given GIV (image 1's), image 1 its own.
+    mixed = jax.jit(lambda s, x, g, u: nnx.merge(graphdef, s)(x, giv=g, use_giv=u))
+    given = own[jnp.array([1, 1])]
+    out = mixed(state, x, given, jnp.array([[1.0], [0.0]]))
+    np.testing.assert_allclose(out[0], run(state, x, given)[0], atol=1e-5)
+    np.testing.assert_allclose(out[1], _nhwc(fixture_io["output"])[1], atol=1e-4)
+    assert np.abs(out[0] - _nhwc(fixture_io["output"])[0]).max() > 1e-3
 
 
 def test_bad_shapes_raise_clear_errors(ref_model):

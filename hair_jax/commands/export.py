@@ -170,9 +170,9 @@ def export_onnx(model: nnx.Module) -> bytes:
     if manifest.has_giv:
 
         def fn(image, giv, use_giv):
-            g = jnp.where(use_giv > 0.5, giv, model.giv(image))
-            sel = model.selectors(g)
-            return (clip(model(image, giv=g)), g, *(sel[k] for k in manifest.levels))
+            f = model.features(image, giv, use_giv)  # one encoder pass for both cases
+            sel = model.selectors(f["giv"])
+            return (clip(f["output"]), f["giv"], *(sel[k] for k in manifest.levels))
 
         inputs += [
             jax.ShapeDtypeStruct((batch, manifest.giv_dim), jnp.float32),

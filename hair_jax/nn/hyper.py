@@ -209,6 +209,23 @@ class DynamicBlock(nnx.Module):
         return jax.vmap(one, in_axes=(0, 0, None))(x, weights, self.static)
 
 
+def choose_giv(
+    giv: jax.Array | None, use_giv: jax.Array | None, compute: Callable[[], jax.Array]
+) -> jax.Array:
+    """The GIV a forward pass runs with: `compute()` (the DAC's) unless one is given.
+
+    `giv` alone is used for every image. With `use_giv` [B, 1] too, image b
+    runs with giv[b] where use_giv[b] > 0.5 and with its computed GIV
+    elsewhere: one graph for both (the ONNX export's), whose encoder runs
+    once.
+    """
+    if giv is None:
+        return compute()
+    if use_giv is None:
+        return giv
+    return jnp.where(use_giv.reshape(giv.shape[0], 1) > 0.5, giv, compute())
+
+
 def giv_head(giv_dim: int, classes: int, rngs: nnx.Rngs) -> nnx.Linear | None:
     """A linear degradation-type head on the GIV, or None for `classes` 0."""
     return nnx.Linear(giv_dim, classes, rngs=rngs) if classes else None

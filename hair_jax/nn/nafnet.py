@@ -135,20 +135,24 @@ class NAFNet(nnx.Module):
         """Smallest input height/width callers pad to: one `multiple`."""
         return self.multiple
 
-    def __call__(self, x: jax.Array, giv: jax.Array | None = None) -> jax.Array:
-        return self.features(x, giv)["output"]
+    def __call__(
+        self, x: jax.Array, giv: jax.Array | None = None, use_giv: jax.Array | None = None
+    ) -> jax.Array:
+        return self.features(x, giv, use_giv)["output"]
 
-    def features(self, x: jax.Array, giv: jax.Array | None = None) -> dict[str, jax.Array]:
+    def features(
+        self, x: jax.Array, giv: jax.Array | None = None, use_giv: jax.Array | None = None
+    ) -> dict[str, jax.Array]:
         """The forward pass, returning named intermediate maps (NHWC, padded size).
 
         Keys: middle_input, giv (NAF-HAIR only), middle, output (cropped to
-        the input size).
+        the input size). NAF-HAIR's `giv`, `use_giv`: see `hyper.choose_giv`.
         """
         f = {}
         inp, skips, y = self.encode(x)
         f["middle_input"] = y
         h, w = x.shape[1:3]
-        giv = self.compute_giv(f, giv, skips[-1])
+        giv = self.compute_giv(f, giv, use_giv, skips[-1])
         f["middle"] = y = self.run_level(self.middle_blks, y, giv)
         for decoder, up, skip in zip(self.decoders, self.ups, skips[::-1]):
             y = layers.pixel_shuffle(up(y), 2) + skip
@@ -170,7 +174,7 @@ class NAFNet(nnx.Module):
             y = down(y)
         return inp, skips, y
 
-    def compute_giv(self, f: dict, giv: jax.Array | None, skip: jax.Array) -> jax.Array | None:
+    def compute_giv(self, f: dict, giv, use_giv, skip: jax.Array) -> jax.Array | None:
         return None
 
 
@@ -232,11 +236,11 @@ class NAFHAIR(NAFNet):
         """
         return 4 * self.multiple
 
-    def compute_giv(self, f, giv, skip):
+    def compute_giv(self, f, giv, use_giv, skip):
         batch = skip.shape[0]
         if giv is not None and giv.shape != (batch, self.config.giv_dim):
             raise ValueError(f"giv has shape {giv.shape}, expected {(batch, self.config.giv_dim)}")
-        f["giv"] = giv = self._dac(skip) if giv is None else giv
+        f["giv"] = giv = hyper.choose_giv(giv, use_giv, lambda: self._dac(skip))
         return giv
 
     def _dac(self, skip: jax.Array) -> jax.Array:

@@ -62,12 +62,22 @@ class Model(Protocol):
 class HairModel(Model, Protocol):
     """A model with a GIV and hypernetwork-selected weights."""
 
-    def __call__(self, x: jax.Array, giv: jax.Array | None = None) -> jax.Array:
-        """Restored images; with `giv` [B, D], restored with that GIV instead of x's."""
+    def __call__(
+        self, x: jax.Array, giv: jax.Array | None = None, use_giv: jax.Array | None = None
+    ) -> jax.Array:
+        """Restored images; with `giv` [B, D], restored with that GIV instead of x's.
+
+        With `use_giv` [B, 1] too, only where it is > 0.5 (`hyper.choose_giv`).
+        """
         ...
 
-    def features(self, x: jax.Array, giv: jax.Array | None = None) -> dict[str, jax.Array]:
-        """The forward pass's named maps; at least "giv" and "output" (training reads them)."""
+    def features(
+        self, x: jax.Array, giv: jax.Array | None = None, use_giv: jax.Array | None = None
+    ) -> dict[str, jax.Array]:
+        """The forward pass's named maps; at least "giv" (the one used) and "output".
+
+        Training reads them; the ONNX export runs it once for both outputs.
+        """
         ...
 
     def giv(self, x: jax.Array) -> jax.Array:

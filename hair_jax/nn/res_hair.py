@@ -121,14 +121,19 @@ class ResHAIR(nnx.Module):
         types = self.types(giv)
         return {name: getattr(self, name).logits(giv, types) for name in HYPER_LEVELS}
 
-    def __call__(self, x: jax.Array, giv: jax.Array | None = None) -> jax.Array:
-        return self.features(x, giv)["output"]
+    def __call__(
+        self, x: jax.Array, giv: jax.Array | None = None, use_giv: jax.Array | None = None
+    ) -> jax.Array:
+        return self.features(x, giv, use_giv)["output"]
 
-    def features(self, x: jax.Array, giv: jax.Array | None = None) -> dict[str, jax.Array]:
+    def features(
+        self, x: jax.Array, giv: jax.Array | None = None, use_giv: jax.Array | None = None
+    ) -> dict[str, jax.Array]:
         """The forward pass, returning every level's output by name (NHWC).
 
         Keys: encoder_level1-3, latent_input, giv, latent, decoder_level3-1,
         refinement, output. Under `jax.jit` the unused ones cost nothing.
+        `giv`, `use_giv`: see `hyper.choose_giv`.
         """
         layers.check_images(x, min_size=self.min_size)
         if giv is not None and giv.shape != (x.shape[0], self.config.giv_dim):
@@ -139,7 +144,7 @@ class ResHAIR(nnx.Module):
         (f["encoder_level1"], f["encoder_level2"], f["encoder_level3"]), f["latent_input"] = (
             self.encoder(x)
         )
-        f["giv"] = giv = self._giv(f["latent_input"]) if giv is None else giv
+        f["giv"] = giv = hyper.choose_giv(giv, use_giv, lambda: self._giv(f["latent_input"]))
         types = self.types(giv)
         f["latent"] = y = self.latent(f["latent_input"], giv, types)
         y = self.up4_3(self.reduce_latent(y))
