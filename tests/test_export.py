@@ -431,8 +431,14 @@ def test_naf_models_export_to_onnx_at_any_size(tmp_path, variant):
     assert (artifact.multiple, artifact.level_names) == (16, model.level_names)
     # Two LayerNorms a block, each of the 9 blocks once (NAF-HAIR's encoder
     # also gives the GIV: it does not run twice).
-    ops = collections.Counter(node.op_type for node in onnx.load(path).graph.node)
+    graph = onnx.load(path).graph
+    ops = collections.Counter(node.op_type for node in graph.node)
     assert ops["LayerNormalization"] == 18
+    # Each channel attention's mean over H and W (layers.spatial_mean) is
+    # two one-axis ReduceMeans, which onnxruntime runs far faster than one.
+    consts = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in graph.initializer}
+    means = [consts[n.input[1]] for n in graph.node if n.op_type == "ReduceMean"]
+    assert sorted(means) == [[1]] * 9 + [[2]] * 9
     image = _photos(1, 70, 93, seed=6)[0]  # padded to 80 x 96 (NAF-HAIR: its GIV at >= 64)
     _close(inference.restore_image(artifact, image), inference.restore_image(model, image), 2e-4)
 

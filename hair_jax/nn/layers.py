@@ -406,6 +406,16 @@ class LayerNorm(nnx.Module):
         return y.astype(x.dtype)
 
 
+def spatial_mean(x: jax.Array) -> jax.Array:
+    """The mean of x [B, H, W, C] over H and W, [B, 1, 1, C]: over W, then over H.
+
+    The same value as one mean over both axes; exported, onnxruntime runs
+    one ReduceMean over two middle axes of a full map far slower than these
+    two (BENCHMARKS.md, standalone artifacts).
+    """
+    return jnp.mean(jnp.mean(x, axis=2, keepdims=True), axis=1, keepdims=True)
+
+
 def pixel_unshuffle(x: jax.Array, r: int = 2) -> jax.Array:
     """PyTorch's PixelUnshuffle in NHWC: [B,H,W,C] -> [B,H/r,W/r,C*r*r].
 

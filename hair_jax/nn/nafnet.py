@@ -59,7 +59,7 @@ class NAFBlock(nnx.Module):
 
     def __call__(self, inp: jax.Array) -> jax.Array:
         x = simple_gate(self.conv2(self.conv1(self.norm1(inp))))
-        x = x * self.sca(jnp.mean(x, axis=(1, 2), keepdims=True))
+        x = x * self.sca(layers.spatial_mean(x))
         y = inp + self.conv3(x) * self.beta[...].astype(x.dtype)
         x = self.conv5(simple_gate(self.conv4(self.norm2(y))))
         return y + x * self.gamma[...].astype(x.dtype)
