@@ -228,8 +228,8 @@ def test_onnx_artifact_equals_the_model_at_any_size(tmp_path, arch):
         n for n in graph.node if n.op_type == "ReduceMean" and consts.get(n.input[1]) == [3]
     ]
     assert not channel_means  # no LayerNorm left in pieces
-    # Two a transformer block, each of TINY's 8 blocks once: the encoder also
-    # gives the GIV, it does not run a second time for it.
+    # Two per transformer block, each of TINY's 8 blocks once: the encoder
+    # also gives the GIV, it does not run a second time for it.
     assert ops["LayerNormalization"] == 16
 
     # Through hair_jax: any batch (a batch-1 graph runs image by image), a GIV given.
@@ -429,7 +429,7 @@ def test_naf_models_export_to_onnx_at_any_size(tmp_path, variant):
     assert export.export(model, path, fmt="onnx") <= 2e-4  # checked in onnxruntime
     artifact = artifacts.read_artifact(path)
     assert (artifact.multiple, artifact.level_names) == (16, model.level_names)
-    # Two LayerNorms a block, each of the 9 blocks once (NAF-HAIR's encoder
+    # Two LayerNorms per block, each of the 9 blocks once (NAF-HAIR's encoder
     # also gives the GIV: it does not run twice).
     graph = onnx.load(path).graph
     ops = collections.Counter(node.op_type for node in graph.node)

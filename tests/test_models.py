@@ -112,6 +112,8 @@ def test_bad_shapes_raise_clear_errors(ref_model):
         ref_model(jnp.zeros((1, 3, 16, 16)))
     with pytest.raises(ValueError, match=r"giv has shape \(1, 7\), expected \(1, 32\)"):
         ref_model(jnp.zeros((1, 64, 64, 3)), giv=jnp.zeros((1, 7)))
+    with pytest.raises(ValueError, match=r"use_giv has shape \(1,\), expected \(1, 1\)"):
+        ref_model(jnp.zeros((1, 64, 64, 3)), giv=jnp.zeros((1, 32)), use_giv=jnp.ones((1,)))
 
 
 @pytest.mark.parametrize(

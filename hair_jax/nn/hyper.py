@@ -223,7 +223,9 @@ def choose_giv(
         return compute()
     if use_giv is None:
         return giv
-    return jnp.where(use_giv.reshape(giv.shape[0], 1) > 0.5, giv, compute())
+    if use_giv.shape != (giv.shape[0], 1):
+        raise ValueError(f"use_giv has shape {use_giv.shape}, expected {(giv.shape[0], 1)}")
+    return jnp.where(use_giv > 0.5, giv, compute())
 
 
 def giv_head(giv_dim: int, classes: int, rngs: nnx.Rngs) -> nnx.Linear | None:
