@@ -409,9 +409,9 @@ class LayerNorm(nnx.Module):
 def spatial_mean(x: jax.Array) -> jax.Array:
     """The mean of x [B, H, W, C] over H and W, [B, 1, 1, C]: over W, then over H.
 
-    The same value as one mean over both axes; exported, onnxruntime runs
-    one ReduceMean over two middle axes of a full map far slower than these
-    two (BENCHMARKS.md, standalone artifacts).
+    The same value as one mean over both axes. Exported, it is two one-axis
+    ReduceMeans: onnxruntime reduced two middle axes of a full map at once
+    far more slowly.
     """
     return jnp.mean(jnp.mean(x, axis=2, keepdims=True), axis=1, keepdims=True)
 
